@@ -1,0 +1,171 @@
+/* anr_core: the allocation engine.
+ *
+ * One heap = one fixed mapping reserved at init. Metadata (the heap struct and
+ * a page map with one entry per page) sits in side tables at the head of the
+ * mapping; objects follow. After anr_core_init() the engine makes no mmap,
+ * munmap, mremap, mprotect or brk call: the only memory syscall is madvise.
+ *
+ * The engine knows nothing of libc symbol names, config files, sockets or
+ * stdio: front ends (gmalloc, anr_malloc) pass a plain options struct and
+ * hooks, and own all reporting.
+ */
+#ifndef ANR_CORE_H
+#define ANR_CORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct anr_heap anr_heap;
+
+/* The most size classes SLAB_SIZES may name. */
+#define ANR_MAX_CLASSES 64
+/* Objects per slab are capped so that a slab's bitmap fits its page-map entry. */
+#define ANR_SLAB_MAX_OBJECTS 256
+/* The largest slab class accepted (bigger sizes are page runs). */
+#define ANR_SLAB_MAX_SIZE 32768
+
+/* What a bad pointer turned out to be; handed to the on_error hook. */
+typedef enum anr_error {
+    ANR_ERR_NONE = 0,
+    ANR_ERR_DOUBLE_FREE,    /* points at an object that is already free */
+    ANR_ERR_NOT_AN_OBJECT,  /* inside the mapping, but not at a live object's start */
+    ANR_ERR_FOREIGN,        /* outside the mapping (e.g. the loader's own memory) */
+    ANR_ERR_DEFERRED_LIST,  /* the deferred-free list held a broken link (use after free?) */
+} anr_error;
+
+/* Which operation met the bad pointer. */
+typedef enum anr_op {
+    ANR_OP_FREE = 0,
+    ANR_OP_REALLOC,
+    ANR_OP_USABLE_SIZE,
+} anr_op;
+
+typedef enum anr_purge_advice {
+    ANR_PURGE_DONTNEED = 0, /* RSS drops at once; purged pages read back as zero */
+    ANR_PURGE_FREE,         /* cheaper; RSS drops only under memory pressure */
+} anr_purge_advice;
+
+typedef struct anr_core_hooks {
+    /* Called (heap lock NOT held) when an allocation of `size` bytes would pass
+     * the limit, after dirty pages were handed back. Return true if the caller
+     * raised the limit or freed memory and the engine should retry. Called at
+     * most `more_memory_rounds` times per allocation. May call into the heap. */
+    bool (*more_memory)(void *ctx, anr_heap *heap, size_t size);
+    /* Called for every bad pointer found. May be called with the heap lock held
+     * (for frees drained from the deferred list): it must not allocate from
+     * this heap. It may abort. */
+    void (*on_error)(void *ctx, anr_error err, anr_op op, const void *ptr);
+    void *ctx;
+} anr_core_hooks;
+
+typedef struct anr_core_options {
+    size_t mapping_size;     /* bytes to reserve; 0 = default (4x RAM on 64-bit, 512 MiB on 32-bit) */
+    size_t limit;            /* bytes of pages in use allowed; 0 = no limit (the mapping bounds it) */
+    size_t page_ceiling;     /* free-but-dirty pages allowed before a purge; 0 = default (1024) */
+    size_t page_floor;       /* a purge goes down to this many dirty pages; default ceiling / 4 */
+    const uint32_t *slab_sizes; /* increasing multiples of the alignment; NULL = built-in classes */
+    size_t n_slab_sizes;
+    anr_purge_advice purge_advice;
+    unsigned more_memory_rounds; /* 0 = default (4) */
+    anr_core_hooks hooks;
+} anr_core_options;
+
+/* Flags for anr_core_alloc. */
+#define ANR_ALLOC_ZERO 0x1u       /* return zeroed memory (skips clearing known-zero pages) */
+#define ANR_ALLOC_NO_HOOKS 0x2u   /* never call more_memory: succeed only if memory is there now */
+
+typedef struct anr_core_stats {
+    size_t mapping_size;     /* bytes reserved at init */
+    size_t page_size;
+    size_t limit;            /* bytes; 0 = none */
+    size_t bytes_in_use;     /* usable bytes of live objects */
+    size_t objects_in_use;
+    size_t pages_in_use;     /* pages holding slabs or large objects */
+    size_t pages_dirty;      /* free pages that may still be resident */
+    size_t pages_peak;       /* highest pages_in_use + pages_dirty seen */
+    size_t pages_high_water; /* pages of the mapping ever handed out */
+    size_t metadata_bytes;   /* heap struct + page map entries in use */
+    uint64_t pages_purged;   /* pages handed back with madvise, in total */
+    uint64_t madvise_calls;
+    uint64_t deferred_frees; /* frees that found the lock busy and were queued */
+    uint64_t alloc_failures; /* allocations that returned NULL */
+    uint64_t bad_pointers;   /* bad frees / reallocs / usable_size calls seen */
+    uint64_t map_calls;      /* mmap/munmap/mremap/mprotect/brk made by the engine (1: init) */
+} anr_core_stats;
+
+/* Sets `*opts` to the defaults. */
+void anr_core_default_options(anr_core_options *opts);
+
+/* Reserves the mapping and sets up a heap. Returns 0, or an errno value
+ * (EINVAL for bad options, ENOMEM if no mapping could be had, even after
+ * retrying smaller sizes). */
+int anr_core_init(anr_heap **out, const anr_core_options *opts);
+
+/* Unmaps the heap (for tests and anr_malloc heaps; gmalloc never calls it). */
+void anr_core_destroy(anr_heap *heap);
+
+/* Allocates `size` bytes aligned to `align` (a power of two; 0 means the
+ * default alignment, alignof(max_align_t)). size 0 gives a unique minimal
+ * object. Returns NULL if the limit or the mapping is exhausted or size is
+ * absurd; never aborts. */
+void *anr_core_alloc(anr_heap *heap, size_t size, size_t align, unsigned flags);
+
+/* Frees `ptr` (NULL is ignored). Never blocks: if the heap lock is busy the
+ * block is queued and freed by the next lock holder. Returns ANR_ERR_NONE,
+ * or what was wrong with the pointer (on_error has been called then). A
+ * queued pointer's errors are reported through on_error when drained. */
+anr_error anr_core_free(anr_heap *heap, void *ptr);
+
+/* realloc semantics on the engine: NULL ptr allocates; grows or shrinks in
+ * place when possible; on failure returns NULL and leaves ptr intact. A bad
+ * ptr returns NULL with *err set (err may be NULL). size 0 is NOT special here:
+ * front ends decide what realloc(p, 0) means. */
+void *anr_core_realloc(anr_heap *heap, void *ptr, size_t size, anr_error *err);
+
+/* Bytes usable at ptr (>= the size asked for); 0 for NULL or a bad pointer. */
+size_t anr_core_usable_size(anr_heap *heap, const void *ptr);
+
+/* True if ptr lies in the heap's mapping (says nothing about liveness). */
+bool anr_core_owns(const anr_heap *heap, const void *ptr);
+
+/* Checks a pointer without changing anything: ANR_ERR_NONE if it is the start
+ * of a live object. Takes the heap lock. Does not call on_error. */
+anr_error anr_core_check(anr_heap *heap, const void *ptr);
+
+/* Moves the limit (bytes; 0 = none). Lowering it below the current use is
+ * allowed: allocations needing new pages fail until use drops. */
+void anr_core_set_limit(anr_heap *heap, size_t limit);
+void anr_core_set_page_ceiling(anr_heap *heap, size_t ceiling, size_t floor);
+
+/* Hands back free pages now: all dirty ones if `all`, else down to the floor.
+ * Returns the number of pages handed back. */
+size_t anr_core_purge(anr_heap *heap, bool all);
+
+void anr_core_get_stats(anr_heap *heap, anr_core_stats *out);
+
+/* Full consistency check of the page map, bins and slabs (O(heap); for
+ * tests and debugging). Returns NULL if sound, else a static string naming
+ * the first broken invariant. */
+const char *anr_core_verify(anr_heap *heap);
+
+/* fork() support: prepare takes every lock, parent releases them, child
+ * re-creates them (the child's thread does not own the parent's locks). */
+void anr_core_fork_prepare(anr_heap *heap);
+void anr_core_fork_parent(anr_heap *heap);
+void anr_core_fork_child(anr_heap *heap);
+
+/* The default alignment, alignof(max_align_t). */
+size_t anr_core_alignment(void);
+
+/* The built-in slab classes (for documentation and tests). */
+size_t anr_core_default_slab_sizes(const uint32_t **sizes);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
