@@ -1,0 +1,468 @@
+/* The engine's public entry points: init, alloc, free, realloc, the lock and
+ * its deferred-free list, the limit, statistics and fork support. */
+#include <errno.h>
+#include <stdalign.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define ALIGN (alignof(max_align_t))
+#define DEFAULT_CEILING 1024u
+#define DEFAULT_ROUNDS 4u
+
+size_t anr_core_alignment(void) { return ALIGN; }
+
+void anr_core_default_options(anr_core_options *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    opts->page_ceiling = DEFAULT_CEILING;
+    opts->page_floor = DEFAULT_CEILING / 4;
+    opts->more_memory_rounds = DEFAULT_ROUNDS;
+}
+
+/* --- the lock --- */
+
+/* Priority inheritance: an RT thread waiting for the heap lends its priority
+ * to the holder, so a low-priority thread in malloc cannot stall it. */
+static int lock_create(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t a;
+    if (pthread_mutexattr_init(&a) != 0)
+        return -1;
+    pthread_mutexattr_setprotocol(&a, PTHREAD_PRIO_INHERIT);
+    int rc = pthread_mutex_init(m, &a);
+    pthread_mutexattr_destroy(&a);
+    return rc;
+}
+
+static void drain_deferred(anr_heap *h);
+
+void _anr_lock(anr_heap *h)
+{
+    pthread_mutex_lock(&h->lock);
+    drain_deferred(h);
+    _anr_drain_purged(h);
+}
+
+bool _anr_trylock(anr_heap *h)
+{
+    if (pthread_mutex_trylock(&h->lock) != 0)
+        return false;
+    drain_deferred(h);
+    _anr_drain_purged(h);
+    return true;
+}
+
+bool _anr_unlock(anr_heap *h)
+{
+    drain_deferred(h);
+    bool over = h->pages_dirty > h->ceiling;
+    pthread_mutex_unlock(&h->lock);
+    return over;
+}
+
+static void unlock_and_purge(anr_heap *h, bool may_block)
+{
+    if (_anr_unlock(h))
+        _anr_purge(h, h->floor, may_block);
+}
+
+void _anr_note_peak(anr_heap *h)
+{
+    size_t use = _anr_limit_use(h);
+    if (use > h->pages_peak)
+        h->pages_peak = use;
+}
+
+/* --- init --- */
+
+int anr_core_init(anr_heap **out, const anr_core_options *opts)
+{
+    anr_core_options def;
+    if (!opts) {
+        anr_core_default_options(&def);
+        opts = &def;
+    }
+    size_t page = _anr_os_page_size();
+    if (opts->page_floor > opts->page_ceiling && opts->page_ceiling)
+        return EINVAL;
+
+    size_t size = opts->mapping_size ? opts->mapping_size : _anr_os_default_mapping();
+    size_t max_size = ((size_t)(_ANR_NIL - 1) < SIZE_MAX / page)
+                          ? (size_t)(_ANR_NIL - 1) * page
+                          : SIZE_MAX;
+    if (size > max_size)
+        size = max_size;
+    size &= ~(page - 1);
+    uint8_t *map = _anr_os_reserve(&size);
+    if (!map)
+        return ENOMEM;
+
+    anr_heap *h = (anr_heap *)map;
+    h->map = map;
+    h->map_size = size;
+    h->page_size = page;
+    h->page_shift = (unsigned)__builtin_ctzl((unsigned long)page);
+    if (_anr_classes_init(h, opts->slab_sizes, opts->n_slab_sizes) != 0) {
+        _anr_os_release(map, size);
+        return EINVAL;
+    }
+
+    /* Layout: heap struct, then the page map (64 B per data page), then data. */
+    size_t head = (sizeof(anr_heap) + page - 1) & ~(page - 1);
+    size_t avail = size - head;
+    size_t npages = avail / (page + sizeof(_anr_page));
+    size_t pm_bytes = (npages * sizeof(_anr_page) + page - 1) & ~(page - 1);
+    while (npages && head + pm_bytes + npages * page > size)
+        npages--;
+    if (npages < 16) {
+        _anr_os_release(map, size);
+        return ENOMEM;
+    }
+    h->pages = (_anr_page *)(map + head);
+    h->pm_offset = head;
+    h->data = map + head + pm_bytes;
+    h->npages = (uint32_t)npages;
+
+    h->hooks = opts->hooks;
+    h->rounds = opts->more_memory_rounds ? opts->more_memory_rounds : DEFAULT_ROUNDS;
+    h->advice = opts->purge_advice;
+    h->ceiling = opts->page_ceiling ? opts->page_ceiling : DEFAULT_CEILING;
+    h->floor = opts->page_ceiling ? opts->page_floor : h->ceiling / 4;
+    if (h->floor > h->ceiling)
+        h->floor = h->ceiling;
+    h->limit_pages = (opts->limit + page - 1) / page;
+    h->fifo_head = h->fifo_tail = _ANR_NIL;
+    for (unsigned f = 0; f < _ANR_FL_COUNT; f++)
+        for (unsigned s = 0; s < _ANR_SL_COUNT; s++)
+            h->dirty_bins.head[f][s] = h->clean_bins.head[f][s] = _ANR_NIL;
+    atomic_init(&h->deferred, NULL);
+    atomic_init(&h->purged_pending, _ANR_NIL);
+    if (lock_create(&h->lock) != 0) {
+        _anr_os_release(map, size);
+        return ENOMEM;
+    }
+    *out = h;
+    return 0;
+}
+
+void anr_core_destroy(anr_heap *h)
+{
+    if (!h)
+        return;
+    pthread_mutex_destroy(&h->lock);
+    _anr_os_release(h->map, h->map_size);
+}
+
+bool anr_core_owns(const anr_heap *h, const void *p)
+{
+    uintptr_t a = (uintptr_t)p, m = (uintptr_t)h->map;
+    return a >= m && a - m < h->map_size;
+}
+
+/* --- allocation --- */
+
+/* Lock held. One attempt, no purging, no hooks. */
+static void *try_alloc(anr_heap *h, size_t size, size_t align, bool *zero, _anr_run_result *res)
+{
+    int cls = _anr_class_for(h, size, align);
+    if (cls >= 0) {
+        *zero = false;
+        void *p = _anr_slab_alloc(h, (unsigned)cls, res);
+        if (p)
+            _anr_note_peak(h);
+        return p;
+    }
+    size_t pages = (size + h->page_size - 1) >> h->page_shift;
+    size_t align_pages = align > h->page_size ? align >> h->page_shift : 1;
+    if (pages > h->npages || align_pages > h->npages) {
+        *res = _ANR_RUN_FULL;
+        return NULL;
+    }
+    uint32_t head;
+    *res = _anr_run_alloc(h, (uint32_t)pages, (uint32_t)align_pages, &head, zero);
+    if (*res != _ANR_RUN_OK)
+        return NULL;
+    _anr_run_tag(h, head, (uint32_t)pages, _ANR_PK_LARGE);
+    h->bytes_in_use += pages << h->page_shift;
+    h->objects_in_use++;
+    _anr_note_peak(h);
+    return _anr_page_addr(h, head);
+}
+
+void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
+{
+    if (align < ALIGN)
+        align = ALIGN;
+    if (align & (align - 1))
+        return NULL;
+    if (size == 0)
+        size = 1;
+    if (size > h->map_size) {
+        _anr_lock(h);
+        h->alloc_failures++;
+        _anr_unlock(h);
+        return NULL;
+    }
+
+    bool purged = false;
+    unsigned round = 0;
+    for (;;) {
+        bool zero = false;
+        _anr_run_result res;
+        _anr_lock(h);
+        void *p = try_alloc(h, size, align, &zero, &res);
+        if (p) {
+            unlock_and_purge(h, true);
+            if ((flags & ANR_ALLOC_ZERO) && !zero)
+                memset(p, 0, size);
+            return p;
+        }
+        bool have_dirty = h->pages_dirty > 0 || h->pages_purging > 0 ||
+                          atomic_load(&h->purged_pending) != _ANR_NIL;
+        _anr_unlock(h);
+
+        /* Past the limit (or the mapping): hand back dirty pages first, they
+         * count against the limit and block coalescing... */
+        if (!purged && have_dirty) {
+            purged = true;
+            _anr_purge(h, 0, true);
+            continue;
+        }
+        /* ...then ask for more, a bounded number of times. */
+        if ((flags & ANR_ALLOC_NO_HOOKS) || !h->hooks.more_memory || round >= h->rounds)
+            break;
+        round++;
+        if (!h->hooks.more_memory(h->hooks.ctx, h, size))
+            break;
+        purged = false;
+    }
+    _anr_lock(h);
+    h->alloc_failures++;
+    _anr_unlock(h);
+    return NULL;
+}
+
+/* --- free --- */
+
+static void report(anr_heap *h, anr_error err, anr_op op, const void *p)
+{
+    atomic_fetch_add_explicit(&h->bad_pointers, 1, memory_order_relaxed);
+    if (h->hooks.on_error)
+        h->hooks.on_error(h->hooks.ctx, err, op, p);
+}
+
+/* Lock held. Frees a validated object. */
+static void free_obj(anr_heap *h, const _anr_obj *o)
+{
+    if (o->slab) {
+        _anr_slab_free(h, o->head, o->idx);
+        return;
+    }
+    uint32_t n = h->pages[o->head].len;
+    h->bytes_in_use -= (size_t)n << h->page_shift;
+    h->objects_in_use--;
+    _anr_run_free(h, o->head, n);
+}
+
+void _anr_free_locked(anr_heap *h, void *p, anr_op op)
+{
+    _anr_obj o;
+    anr_error err = _anr_lookup(h, p, &o);
+    if (err != ANR_ERR_NONE) {
+        report(h, err, op, p);
+        return;
+    }
+    free_obj(h, &o);
+}
+
+/* Lock held. Frees everything queued by frees that found the lock busy. The
+ * links live in the freed objects themselves, so each one is checked before
+ * it is followed: a use-after-free that scribbled on a link ends the walk
+ * (those blocks leak) instead of sending it into the weeds. */
+static void drain_deferred(anr_heap *h)
+{
+    if (!atomic_load_explicit(&h->deferred, memory_order_relaxed))
+        return;
+    void *p = atomic_exchange_explicit(&h->deferred, NULL, memory_order_acquire);
+    while (p) {
+        void *next = *(void **)p;
+        _anr_free_locked(h, p, ANR_OP_FREE);
+        if (next && !_anr_in_data(h, next)) {
+            report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, next);
+            return;
+        }
+        p = next;
+    }
+}
+
+anr_error anr_core_free(anr_heap *h, void *p)
+{
+    if (!p)
+        return ANR_ERR_NONE;
+    if (!_anr_in_data(h, p)) {
+        anr_error err = anr_core_owns(h, p) ? ANR_ERR_NOT_AN_OBJECT : ANR_ERR_FOREIGN;
+        report(h, err, ANR_OP_FREE, p);
+        return err;
+    }
+    if (!_anr_trylock(h)) {
+        /* Never block: queue it for whoever holds the lock. */
+        void *old = atomic_load_explicit(&h->deferred, memory_order_relaxed);
+        do {
+            *(void **)p = old;
+        } while (!atomic_compare_exchange_weak_explicit(&h->deferred, &old, p,
+                                                        memory_order_release,
+                                                        memory_order_relaxed));
+        atomic_fetch_add_explicit(&h->deferred_frees, 1, memory_order_relaxed);
+        return ANR_ERR_NONE;
+    }
+    _anr_obj o;
+    anr_error err = _anr_lookup(h, p, &o);
+    if (err == ANR_ERR_NONE)
+        free_obj(h, &o);
+    else
+        report(h, err, ANR_OP_FREE, p);
+    unlock_and_purge(h, false);
+    return err;
+}
+
+/* --- realloc --- */
+
+void *anr_core_realloc(anr_heap *h, void *p, size_t size, anr_error *errp)
+{
+    anr_error dummy;
+    if (!errp)
+        errp = &dummy;
+    *errp = ANR_ERR_NONE;
+    if (!p)
+        return anr_core_alloc(h, size, 0, 0);
+    if (size == 0)
+        size = 1;
+
+    _anr_lock(h);
+    _anr_obj o;
+    anr_error err = _anr_lookup(h, p, &o);
+    if (err != ANR_ERR_NONE) {
+        _anr_unlock(h);
+        report(h, err, ANR_OP_REALLOC, p);
+        *errp = err;
+        return NULL;
+    }
+    if (o.slab) {
+        /* Stay put while the new size fits and still uses half the slot. */
+        if (size <= o.usable && size > o.usable / 2) {
+            _anr_unlock(h);
+            return p;
+        }
+    } else if (_anr_class_for(h, size, ALIGN) < 0) {
+        /* Large to large: shrink or grow the run in place when possible. */
+        uint32_t n = h->pages[o.head].len;
+        size_t m = (size + h->page_size - 1) >> h->page_shift;
+        if (m == n) {
+            _anr_unlock(h);
+            return p;
+        }
+        if (m < n) {
+            _anr_run_shrink(h, o.head, n, (uint32_t)m);
+            h->bytes_in_use -= (n - m) << h->page_shift;
+            unlock_and_purge(h, true);
+            return p;
+        }
+        if (m <= h->npages && _anr_run_grow(h, o.head, n, (uint32_t)m) == _ANR_RUN_OK) {
+            h->bytes_in_use += (m - n) << h->page_shift;
+            _anr_note_peak(h);
+            _anr_unlock(h);
+            return p;
+        }
+    }
+    _anr_unlock(h);
+
+    void *q = anr_core_alloc(h, size, 0, 0);
+    if (!q)
+        return NULL;
+    memcpy(q, p, size < o.usable ? size : o.usable);
+    anr_core_free(h, p);
+    return q;
+}
+
+size_t anr_core_usable_size(anr_heap *h, const void *p)
+{
+    if (!p)
+        return 0;
+    _anr_obj o;
+    _anr_lock(h);
+    anr_error err = _anr_lookup(h, p, &o);
+    _anr_unlock(h);
+    if (err != ANR_ERR_NONE) {
+        report(h, err, ANR_OP_USABLE_SIZE, p);
+        return 0;
+    }
+    return o.usable;
+}
+
+anr_error anr_core_check(anr_heap *h, const void *p)
+{
+    _anr_obj o;
+    _anr_lock(h);
+    anr_error err = _anr_lookup(h, p, &o);
+    _anr_unlock(h);
+    return err;
+}
+
+/* --- limit, purge, stats --- */
+
+void anr_core_set_limit(anr_heap *h, size_t limit)
+{
+    _anr_lock(h);
+    h->limit_pages = (limit + h->page_size - 1) >> h->page_shift;
+    _anr_unlock(h);
+}
+
+void anr_core_set_page_ceiling(anr_heap *h, size_t ceiling, size_t floor)
+{
+    _anr_lock(h);
+    h->ceiling = ceiling;
+    h->floor = floor > ceiling ? ceiling : floor;
+    unlock_and_purge(h, true);
+}
+
+size_t anr_core_purge(anr_heap *h, bool all)
+{
+    return _anr_purge(h, all ? 0 : h->floor, true);
+}
+
+void anr_core_get_stats(anr_heap *h, anr_core_stats *s)
+{
+    memset(s, 0, sizeof(*s));
+    _anr_lock(h);
+    s->mapping_size = h->map_size;
+    s->page_size = h->page_size;
+    s->limit = h->limit_pages << h->page_shift;
+    s->bytes_in_use = h->bytes_in_use;
+    s->objects_in_use = h->objects_in_use;
+    s->pages_in_use = h->pages_in_use;
+    s->pages_dirty = h->pages_dirty + h->pages_purging;
+    s->pages_peak = h->pages_peak;
+    s->pages_high_water = h->top_max;
+    s->metadata_bytes = h->pm_offset + (size_t)h->pm_hwm * sizeof(_anr_page);
+    s->alloc_failures = h->alloc_failures;
+    _anr_unlock(h);
+    s->pages_purged = atomic_load(&h->pages_purged);
+    s->madvise_calls = atomic_load(&h->madvise_calls);
+    s->deferred_frees = atomic_load(&h->deferred_frees);
+    s->bad_pointers = atomic_load(&h->bad_pointers);
+    s->map_calls = 1;
+}
+
+/* --- fork --- */
+
+void anr_core_fork_prepare(anr_heap *h) { _anr_lock(h); }
+
+void anr_core_fork_parent(anr_heap *h) { pthread_mutex_unlock(&h->lock); }
+
+void anr_core_fork_child(anr_heap *h)
+{
+    /* The child's thread has a new id and a PI mutex remembers its owner:
+     * make a fresh lock rather than unlocking the parent's. */
+    lock_create(&h->lock);
+}

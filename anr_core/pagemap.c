@@ -1,0 +1,49 @@
+/* Pointer validation: from any address to its object in O(1), through the
+ * page map. A pointer is good only if it is the start of a live object; the
+ * caller holds the heap lock (the bitmap and run tags must be stable). */
+#include "internal.h"
+
+anr_error _anr_lookup(const anr_heap *h, const void *p, _anr_obj *obj)
+{
+    if (!_anr_in_data(h, p))
+        return anr_core_owns(h, p) ? ANR_ERR_NOT_AN_OBJECT : ANR_ERR_FOREIGN;
+    uint32_t pi = _anr_page_index(h, p);
+    const _anr_page *e = &h->pages[pi];
+    uintptr_t page_off = (uintptr_t)p & (h->page_size - 1);
+
+    switch (e->kind) {
+    case _ANR_PK_SLAB_INNER:
+        pi -= e->len;
+        e = &h->pages[pi];
+        /* fall through */
+    case _ANR_PK_SLAB: {
+        const _anr_class *c = &h->cls[e->cls];
+        size_t off = (size_t)((const uint8_t *)p - _anr_page_addr(h, pi));
+        size_t idx = off / c->size;
+        if (idx * c->size != off || idx >= c->nobj)
+            return ANR_ERR_NOT_AN_OBJECT;
+        if (!(e->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))))
+            return ANR_ERR_DOUBLE_FREE;
+        obj->head = pi;
+        obj->idx = (unsigned)idx;
+        obj->slab = true;
+        obj->usable = c->size;
+        return ANR_ERR_NONE;
+    }
+    case _ANR_PK_LARGE:
+        if (page_off != 0)
+            return ANR_ERR_NOT_AN_OBJECT;
+        obj->head = pi;
+        obj->idx = 0;
+        obj->slab = false;
+        obj->usable = (size_t)e->len << h->page_shift;
+        return ANR_ERR_NONE;
+    case _ANR_PK_FREE_DIRTY:
+    case _ANR_PK_FREE_CLEAN:
+    case _ANR_PK_PURGING:
+        /* The head of a free run, at a page start: a large object freed twice. */
+        return page_off == 0 ? ANR_ERR_DOUBLE_FREE : ANR_ERR_NOT_AN_OBJECT;
+    default:
+        return ANR_ERR_NOT_AN_OBJECT;
+    }
+}

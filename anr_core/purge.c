@@ -1,0 +1,152 @@
+/* Handing free pages back to the kernel, with hysteresis.
+ *
+ * Dirty free runs are kept in age order. When more than `ceiling` dirty pages
+ * pile up, the oldest runs are handed back with madvise until at most `floor`
+ * remain: a burst of frees and mallocs reuses hot pages, a lasting drop gives
+ * them back, and the purge never runs once per free (musl's "bouncing" idea).
+ *
+ * madvise runs with the heap lock dropped: the runs being purged are marked
+ * PURGING so that no allocation or coalescing touches them, then filed as
+ * clean once it returns. A free() that purges never blocks: if the lock is
+ * busy afterwards, the purged runs go on a lock-free list that the next lock
+ * holder files.
+ */
+#include "internal.h"
+
+/* --- age order of dirty runs --- */
+
+void _anr_fifo_push(anr_heap *h, uint32_t head)
+{
+    _anr_page *e = &h->pages[head];
+    e->fifo_next = _ANR_NIL;
+    e->fifo_prev = h->fifo_tail;
+    if (h->fifo_tail != _ANR_NIL)
+        h->pages[h->fifo_tail].fifo_next = head;
+    else
+        h->fifo_head = head;
+    h->fifo_tail = head;
+}
+
+void _anr_fifo_remove(anr_heap *h, uint32_t head)
+{
+    _anr_page *e = &h->pages[head];
+    if (e->fifo_prev != _ANR_NIL)
+        h->pages[e->fifo_prev].fifo_next = e->fifo_next;
+    else
+        h->fifo_head = e->fifo_next;
+    if (e->fifo_next != _ANR_NIL)
+        h->pages[e->fifo_next].fifo_prev = e->fifo_prev;
+    else
+        h->fifo_tail = e->fifo_prev;
+}
+
+/* --- purging --- */
+
+typedef struct purge_item {
+    uint32_t head, len;
+} purge_item;
+
+/* Lock held: takes the oldest dirty runs out, up to a batch, until dirty
+ * pages would be at or below target. */
+static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch)
+{
+    unsigned n = 0;
+    while (n < _ANR_PURGE_BATCH && h->pages_dirty > target && h->fifo_head != _ANR_NIL) {
+        uint32_t head = h->fifo_head;
+        uint32_t len = h->pages[head].len;
+        _anr_run_remove(h, head);
+        _anr_run_tag(h, head, len, _ANR_PK_PURGING);
+        h->pages_purging += len;
+        batch[n].head = head;
+        batch[n].len = len;
+        n++;
+    }
+    return n;
+}
+
+/* Lock held: files a purged run as clean. */
+static void file_purged(anr_heap *h, uint32_t head)
+{
+    uint32_t len = h->pages[head].len;
+    h->pages_purging -= len;
+    _anr_run_insert_clean(h, head, len);
+}
+
+void _anr_drain_purged(anr_heap *h)
+{
+    uint32_t head = atomic_exchange_explicit(&h->purged_pending, _ANR_NIL, memory_order_acquire);
+    while (head != _ANR_NIL) {
+        uint32_t next = h->pages[head].next;
+        file_purged(h, head);
+        head = next;
+    }
+}
+
+static void push_purged(anr_heap *h, uint32_t head)
+{
+    uint32_t old = atomic_load_explicit(&h->purged_pending, memory_order_relaxed);
+    do {
+        h->pages[head].next = old;
+    } while (!atomic_compare_exchange_weak_explicit(&h->purged_pending, &old, head,
+                                                    memory_order_release,
+                                                    memory_order_relaxed));
+}
+
+size_t _anr_purge(anr_heap *h, size_t target, bool may_block)
+{
+    size_t total = 0;
+    purge_item batch[_ANR_PURGE_BATCH];
+    for (;;) {
+        if (may_block)
+            _anr_lock(h);
+        else if (!_anr_trylock(h))
+            return total;
+        unsigned n = select_batch(h, target, batch);
+        _anr_unlock(h);
+        if (n == 0)
+            return total;
+
+        uint64_t calls = 0, pages = 0;
+        for (unsigned i = 0; i < n; i++) {
+            _anr_os_purge(_anr_page_addr(h, batch[i].head), (size_t)batch[i].len << h->page_shift,
+                          h->advice);
+            calls++;
+            pages += batch[i].len;
+        }
+        total += pages;
+        atomic_fetch_add_explicit(&h->pages_purged, pages, memory_order_relaxed);
+        atomic_fetch_add_explicit(&h->madvise_calls, calls, memory_order_relaxed);
+
+        if (may_block || _anr_trylock(h)) {
+            for (unsigned i = 0; i < n; i++)
+                file_purged(h, batch[i].head);
+            _anr_pagemap_trim(h);
+            _anr_unlock(h);
+        } else {
+            for (unsigned i = 0; i < n; i++)
+                push_purged(h, batch[i].head);
+            return total;
+        }
+    }
+}
+
+/* Lock held. When `top` has retreated far below the page-map entries that
+ * were ever touched, hands back the page map's own pages above it: they are
+ * all NONE (zero) by invariant, and a purged page reads back as zero. This is
+ * the one madvise made under the lock; it is rare (the top must retreat by
+ * more than PM_SLACK pages) and covers metadata only. */
+#define PM_SLACK 8192u
+void _anr_pagemap_trim(anr_heap *h)
+{
+    if (h->advice != ANR_PURGE_DONTNEED || h->pm_hwm <= h->top + 2 * PM_SLACK)
+        return;
+    uintptr_t from = (uintptr_t)&h->pages[h->top + PM_SLACK];
+    uintptr_t to = (uintptr_t)&h->pages[h->pm_hwm];
+    uintptr_t mask = h->page_size - 1;
+    from = (from + mask) & ~mask;
+    to = (to + mask) & ~mask;
+    if (to > from && _anr_os_purge((void *)from, to - from, ANR_PURGE_DONTNEED) == 0) {
+        atomic_fetch_add_explicit(&h->madvise_calls, 1, memory_order_relaxed);
+        h->pm_hwm = h->top + PM_SLACK;
+    }
+}

@@ -1,0 +1,189 @@
+/* Bitmap slabs for small objects.
+ *
+ * A slab is a run of a few pages cut into objects of one size class. Its
+ * bitmap (one bit per object, 1 = in use) lives in the page-map entry of its
+ * first page, never next to the objects, so an overrun cannot reach it. Bits
+ * past the last object are set at creation, so "find a free slot" is a
+ * find-first-zero over at most four words. Slabs with free slots are on a
+ * per-class list; a slab that empties goes back to the page runs at once (its
+ * pages become dirty and are reused or purged under the hysteresis).
+ */
+#include <stdalign.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define ALIGN (alignof(max_align_t))
+#define MAX_SLAB_PAGES 16u
+
+static const uint32_t default_sizes[] = {
+    16,   32,   48,   64,   80,   96,   112,  128,  160,   192,   224,   256,
+    320,  384,  448,  512,  640,  768,  896,  1024, 1280,  1536,  1792,  2048,
+    2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384,
+};
+
+size_t anr_core_default_slab_sizes(const uint32_t **sizes)
+{
+    *sizes = default_sizes;
+    return sizeof(default_sizes) / sizeof(default_sizes[0]);
+}
+
+/* Pages per slab: the fewest that waste at most 1/16 of the slab, else the
+ * least wasteful up to MAX_SLAB_PAGES. */
+static void size_slab(size_t page, uint32_t size, _anr_class *c)
+{
+    unsigned best_k = 1;
+    size_t best_waste = SIZE_MAX;
+    for (unsigned k = 1; k <= MAX_SLAB_PAGES; k++) {
+        size_t bytes = k * page;
+        size_t nobj = bytes / size;
+        if (nobj == 0)
+            continue;
+        if (nobj > ANR_SLAB_MAX_OBJECTS)
+            nobj = ANR_SLAB_MAX_OBJECTS;
+        size_t waste = bytes - nobj * size;
+        /* compare waste ratios: waste / bytes */
+        if (best_waste == SIZE_MAX || waste * (best_k * page) < best_waste * bytes) {
+            best_k = k;
+            best_waste = waste;
+        }
+        if (waste * 16 <= bytes)
+            break;
+    }
+    size_t nobj = best_k * page / size;
+    c->size = size;
+    c->pages = (uint8_t)best_k;
+    c->nobj = (uint16_t)(nobj > ANR_SLAB_MAX_OBJECTS ? ANR_SLAB_MAX_OBJECTS : nobj);
+}
+
+int _anr_classes_init(anr_heap *h, const uint32_t *sizes, size_t n)
+{
+    if (!sizes) {
+        n = anr_core_default_slab_sizes(&sizes);
+    }
+    if (n == 0 || n > ANR_MAX_CLASSES)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (sizes[i] == 0 || sizes[i] % ALIGN || sizes[i] > ANR_SLAB_MAX_SIZE ||
+            (i > 0 && sizes[i] <= sizes[i - 1]) || sizes[i] > MAX_SLAB_PAGES * h->page_size)
+            return -1;
+        size_slab(h->page_size, sizes[i], &h->cls[i]);
+        h->partial[i] = _ANR_NIL;
+    }
+    h->nclasses = (uint32_t)n;
+    unsigned c = 0;
+    for (size_t i = 0; i < _ANR_LOOKUP_LEN; i++) {
+        size_t size = i * 16;
+        while (c < n && h->cls[c].size < size)
+            c++;
+        h->class_of[i] = (uint8_t)(c < n ? c : 0xff);
+    }
+    return 0;
+}
+
+int _anr_class_for(const anr_heap *h, size_t size, size_t align)
+{
+    if (size > h->cls[h->nclasses - 1].size)
+        return -1;
+    unsigned c = h->class_of[(size + 15) >> 4];
+    if (align <= ALIGN)
+        return (int)c;
+    if (align > h->page_size)
+        return -1;
+    /* Slabs start on a page, so a class that is a multiple of align is aligned. */
+    for (; c < h->nclasses; c++)
+        if (h->cls[c].size % align == 0)
+            return (int)c;
+    return -1;
+}
+
+/* --- the partial list (doubly linked through the page map) --- */
+
+static void partial_push(anr_heap *h, unsigned cls, uint32_t head)
+{
+    _anr_page *e = &h->pages[head];
+    e->prev = _ANR_NIL;
+    e->next = h->partial[cls];
+    if (e->next != _ANR_NIL)
+        h->pages[e->next].prev = head;
+    h->partial[cls] = head;
+}
+
+static void partial_remove(anr_heap *h, unsigned cls, uint32_t head)
+{
+    _anr_page *e = &h->pages[head];
+    if (e->prev != _ANR_NIL)
+        h->pages[e->prev].next = e->next;
+    else
+        h->partial[cls] = e->next;
+    if (e->next != _ANR_NIL)
+        h->pages[e->next].prev = e->prev;
+}
+
+static uint32_t slab_new(anr_heap *h, unsigned cls, _anr_run_result *res)
+{
+    const _anr_class *c = &h->cls[cls];
+    uint32_t head;
+    bool zero;
+    *res = _anr_run_alloc(h, c->pages, 1, &head, &zero);
+    if (*res != _ANR_RUN_OK)
+        return _ANR_NIL;
+    _anr_page *e = &h->pages[head];
+    memset(e, 0, sizeof(*e));
+    e->kind = _ANR_PK_SLAB;
+    e->cls = (uint8_t)cls;
+    e->len = c->pages;
+    e->nfree = c->nobj;
+    /* Slots past the last object are marked used so they are never found. */
+    for (unsigned i = c->nobj; i < ANR_SLAB_MAX_OBJECTS; i++)
+        e->bits[i >> 6] |= (uint64_t)1 << (i & 63);
+    for (uint32_t i = 1; i < c->pages; i++) {
+        _anr_page *in = &h->pages[head + i];
+        memset(in, 0, sizeof(*in));
+        in->kind = _ANR_PK_SLAB_INNER;
+        in->len = i;
+    }
+    partial_push(h, cls, head);
+    return head;
+}
+
+void *_anr_slab_alloc(anr_heap *h, unsigned cls, _anr_run_result *res)
+{
+    uint32_t head = h->partial[cls];
+    if (head == _ANR_NIL) {
+        head = slab_new(h, cls, res);
+        if (head == _ANR_NIL)
+            return NULL;
+    }
+    _anr_page *e = &h->pages[head];
+    unsigned w = 0;
+    while (e->bits[w] == ~(uint64_t)0) /* nfree > 0, so a zero bit exists */
+        w++;
+    unsigned bit = (unsigned)__builtin_ctzll(~e->bits[w]);
+    e->bits[w] |= (uint64_t)1 << bit;
+    if (--e->nfree == 0)
+        partial_remove(h, cls, head);
+    uint32_t size = h->cls[cls].size;
+    h->bytes_in_use += size;
+    h->objects_in_use++;
+    *res = _ANR_RUN_OK;
+    return _anr_page_addr(h, head) + (size_t)(w * 64 + bit) * size;
+}
+
+void _anr_slab_free(anr_heap *h, uint32_t head, unsigned idx)
+{
+    _anr_page *e = &h->pages[head];
+    unsigned cls = e->cls;
+    const _anr_class *c = &h->cls[cls];
+    e->bits[idx >> 6] &= ~((uint64_t)1 << (idx & 63));
+    h->bytes_in_use -= c->size;
+    h->objects_in_use--;
+    if (e->nfree++ == 0)
+        partial_push(h, cls, head);
+    if (e->nfree == c->nobj) {
+        partial_remove(h, cls, head);
+        for (uint32_t i = 1; i < c->pages; i++)
+            memset(&h->pages[head + i], 0, sizeof(_anr_page));
+        _anr_run_free(h, head, c->pages);
+    }
+}

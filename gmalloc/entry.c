@@ -1,0 +1,232 @@
+/* The interposed libc allocation surface. Each entry is a thin shim over
+ * anr_core with glibc's corner cases: malloc(0) is a unique pointer,
+ * realloc(p, 0) frees, failures set ENOMEM, free() keeps errno, and a pointer
+ * from outside our mapping (the dynamic loader's own early memory) is left
+ * alone. */
+#include <errno.h>
+#include <malloc.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <gmalloc.h>
+
+#include "internal.h"
+
+#define EXPORT __attribute__((visibility("default")))
+
+EXPORT void *malloc(size_t size)
+{
+    void *p = anr_core_alloc(gm_heap(), size, 0, 0);
+    return p ? p : _gm_alloc_failed("malloc", size);
+}
+
+EXPORT void free(void *p)
+{
+    if (!p)
+        return;
+    anr_heap *h = gm_heap();
+    if (!anr_core_owns(h, p))
+        return; /* not ours: memory the loader had before we were called */
+    int saved = errno;
+    anr_core_free(h, p);
+    errno = saved;
+}
+
+EXPORT void cfree(void *p) { free(p); }
+
+EXPORT void *calloc(size_t n, size_t m)
+{
+    size_t size;
+    if (__builtin_mul_overflow(n, m, &size)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    void *p = anr_core_alloc(gm_heap(), size, 0, ANR_ALLOC_ZERO);
+    return p ? p : _gm_alloc_failed("calloc", size);
+}
+
+EXPORT void *realloc(void *p, size_t size)
+{
+    if (!p)
+        return malloc(size);
+    if (size == 0) {
+        free(p);
+        return NULL;
+    }
+    anr_heap *h = gm_heap();
+    if (!anr_core_owns(h, p)) {
+        /* We cannot know how big a foreign block is, so we cannot move it. */
+        _gm_on_error(NULL, ANR_ERR_FOREIGN, ANR_OP_REALLOC, p);
+        errno = ENOMEM;
+        return NULL;
+    }
+    anr_error err;
+    void *q = anr_core_realloc(h, p, size, &err);
+    if (q)
+        return q;
+    if (err != ANR_ERR_NONE) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return _gm_alloc_failed("realloc", size);
+}
+
+EXPORT void *reallocarray(void *p, size_t n, size_t m)
+{
+    size_t size;
+    if (__builtin_mul_overflow(n, m, &size)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return realloc(p, size);
+}
+
+static void *aligned(const char *fn, size_t align, size_t size)
+{
+    void *p = anr_core_alloc(gm_heap(), size, align, 0);
+    return p ? p : _gm_alloc_failed(fn, size);
+}
+
+/* glibc's memalign takes any alignment and rounds it up to a power of two. */
+EXPORT void *memalign(size_t align, size_t size)
+{
+    if (align & (align - 1)) {
+        if (align > SIZE_MAX / 2 + 1) {
+            errno = EINVAL;
+            return NULL;
+        }
+        size_t a = 1;
+        while (a < align)
+            a <<= 1;
+        align = a;
+    }
+    return aligned("memalign", align, size);
+}
+
+EXPORT void *aligned_alloc(size_t align, size_t size)
+{
+    if (align == 0 || (align & (align - 1))) {
+        errno = EINVAL;
+        return NULL;
+    }
+    return aligned("aligned_alloc", align, size);
+}
+
+EXPORT int posix_memalign(void **out, size_t align, size_t size)
+{
+    if (align < sizeof(void *) || (align & (align - 1)))
+        return EINVAL;
+    int saved = errno;
+    void *p = aligned("posix_memalign", align, size);
+    if (!p) {
+        errno = saved;
+        return ENOMEM;
+    }
+    *out = p;
+    return 0;
+}
+
+static size_t page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
+
+EXPORT void *valloc(size_t size) { return aligned("valloc", page_size(), size); }
+
+EXPORT void *pvalloc(size_t size)
+{
+    size_t page = page_size();
+    size_t rounded = (size + page - 1) & ~(page - 1);
+    if (rounded < size) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return aligned("pvalloc", page, rounded ? rounded : page);
+}
+
+EXPORT size_t malloc_usable_size(void *p)
+{
+    if (!p)
+        return 0;
+    anr_heap *h = gm_heap();
+    if (!anr_core_owns(h, p))
+        return 0;
+    return anr_core_usable_size(h, p);
+}
+
+static struct mallinfo2 info(void)
+{
+    anr_core_stats s;
+    anr_core_get_stats(gm_heap(), &s);
+    struct mallinfo2 mi = {0};
+    size_t held = (s.pages_in_use + s.pages_dirty) * s.page_size;
+    mi.arena = held;
+    mi.ordblks = s.objects_in_use;
+    mi.usmblks = s.pages_peak * s.page_size;
+    mi.uordblks = s.bytes_in_use;
+    mi.fordblks = held > s.bytes_in_use ? held - s.bytes_in_use : 0;
+    mi.keepcost = s.pages_dirty * s.page_size;
+    return mi;
+}
+
+EXPORT struct mallinfo2 mallinfo2(void) { return info(); }
+
+static int clamp_int(size_t v) { return v > INT32_MAX ? INT32_MAX : (int)v; }
+
+EXPORT struct mallinfo mallinfo(void)
+{
+    struct mallinfo2 m2 = info();
+    struct mallinfo m = {0};
+    m.arena = clamp_int(m2.arena);
+    m.ordblks = clamp_int(m2.ordblks);
+    m.usmblks = clamp_int(m2.usmblks);
+    m.uordblks = clamp_int(m2.uordblks);
+    m.fordblks = clamp_int(m2.fordblks);
+    m.keepcost = clamp_int(m2.keepcost);
+    return m;
+}
+
+EXPORT int malloc_trim(size_t pad)
+{
+    (void)pad; /* every dirty page goes: our free pages hold no data */
+    return anr_core_purge(gm_heap(), true) > 0;
+}
+
+EXPORT void malloc_stats(void) { gmalloc_print_stats(2); }
+
+/* glibc's parameters are all accepted; the meaningful ones are mapped. */
+EXPORT int mallopt(int param, int value)
+{
+    anr_heap *h = gm_heap();
+    switch (param) {
+    case M_TRIM_THRESHOLD: {
+        if (value < 0)
+            return 0;
+        size_t ceiling = (size_t)value / (size_t)sysconf(_SC_PAGESIZE);
+        anr_core_set_page_ceiling(h, ceiling, ceiling / 4);
+        return 1;
+    }
+    case M_CHECK_ACTION:
+        _gm_cfg.on_error = (value & 2)   ? GM_ON_ERROR_ABORT
+                           : (value & 1) ? GM_ON_ERROR_REPORT
+                                         : GM_ON_ERROR_IGNORE;
+        return 1;
+    case M_MXFAST:
+    case M_TOP_PAD:
+    case M_MMAP_THRESHOLD:
+    case M_MMAP_MAX:
+    case M_PERTURB:
+    case M_ARENA_TEST:
+    case M_ARENA_MAX:
+        return 1; /* no arenas, no mmap per block, no top to pad */
+    default:
+        return 0;
+    }
+}
+
+/* glibc's internal names, called by some programs and by libc itself. */
+EXPORT void *__libc_malloc(size_t) __attribute__((alias("malloc"), copy(malloc)));
+EXPORT void __libc_free(void *) __attribute__((alias("free"), copy(free)));
+EXPORT void *__libc_calloc(size_t, size_t) __attribute__((alias("calloc"), copy(calloc)));
+EXPORT void *__libc_realloc(void *, size_t) __attribute__((alias("realloc"), copy(realloc)));
+EXPORT void *__libc_memalign(size_t, size_t) __attribute__((alias("memalign"), copy(memalign)));
+EXPORT void *__libc_valloc(size_t) __attribute__((alias("valloc"), copy(valloc)));
+EXPORT void *__libc_pvalloc(size_t) __attribute__((alias("pvalloc"), copy(pvalloc)));

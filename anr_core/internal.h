@@ -1,0 +1,212 @@
+/* anr_core internals: the heap struct, the page map and their invariants.
+ *
+ * Mapping layout (one mmap, never changed after init):
+ *
+ *   [ struct anr_heap | page map: one struct _anr_page per data page | data pages ]
+ *
+ * Page-map invariants (anr_core_verify() checks them all):
+ *  - Every data page below `top` belongs to exactly one run: a free run
+ *    (dirty or clean), a run being purged, a large object or a slab.
+ *  - A run's first page entry (the head) holds its kind and length; for runs
+ *    longer than one page the last entry (the tail) holds the same with
+ *    _ANR_TAIL set: these are the boundary tags that make coalescing O(1).
+ *  - Every slab page has an entry (head: class and bitmap; others: offset to
+ *    the head), so any pointer into a slab finds its slab in O(1).
+ *  - Every other entry (interior pages of free runs and large objects, and all
+ *    pages at or above `top`) is zero (_ANR_PK_NONE), so a pointer into the
+ *    middle of a large object is recognised as not an object.
+ *  - Two adjacent free runs never have the same state (they would have been
+ *    merged), and no clean free run touches `top` (it would have been absorbed).
+ *  - Clean free runs and pages at or above `top` read as zero.
+ */
+#ifndef ANR_CORE_INTERNAL_H
+#define ANR_CORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "anr_core.h"
+
+#define _ANR_NIL UINT32_MAX
+
+/* Page kinds. */
+enum {
+    _ANR_PK_NONE = 0,
+    _ANR_PK_FREE_DIRTY, /* free, may be resident: counts against the limit */
+    _ANR_PK_FREE_CLEAN, /* free, handed back (or never touched): reads as zero */
+    _ANR_PK_PURGING,    /* taken out of the bins while madvise runs unlocked */
+    _ANR_PK_LARGE,      /* a large object: one run */
+    _ANR_PK_SLAB,       /* first page of a slab */
+    _ANR_PK_SLAB_INNER, /* other pages of a slab; len = offset to the head */
+};
+#define _ANR_TAIL 0x80u
+#define _ANR_KIND(e) ((e)->kind & 0x7fu)
+
+#define _ANR_BITMAP_WORDS (ANR_SLAB_MAX_OBJECTS / 64)
+
+/* One entry per data page; 64 bytes so that a slab's bitmap fits its head. */
+typedef struct _anr_page {
+    uint8_t kind;       /* _ANR_PK_* | _ANR_TAIL */
+    uint8_t cls;        /* slab: size class */
+    uint16_t nfree;     /* slab: free slots */
+    uint32_t len;       /* run: pages; slab inner: offset to the head */
+    uint32_t prev, next; /* free run: bin list; slab: partial list; purging: pending list */
+    uint32_t fifo_prev, fifo_next; /* dirty free run: age order (oldest first) */
+    uint32_t spare;
+    uint64_t bits[_ANR_BITMAP_WORDS]; /* slab: 1 = slot in use (or past the last slot) */
+} _anr_page;
+
+_Static_assert(sizeof(_anr_page) == 64, "page-map entry must stay 64 bytes");
+
+/* Two-level segregated fit over run lengths in pages (TLSF's index): a
+ * bitmap of non-empty first levels and, per first level, of non-empty
+ * second levels, so that finding a fitting bin is a couple of ffs(). */
+#define _ANR_SL_BITS 3
+#define _ANR_SL_COUNT (1u << _ANR_SL_BITS)
+#define _ANR_FL_COUNT 30
+
+typedef struct _anr_bins {
+    uint32_t fl_map;
+    uint8_t sl_map[_ANR_FL_COUNT];
+    uint32_t head[_ANR_FL_COUNT][_ANR_SL_COUNT];
+} _anr_bins;
+
+typedef struct _anr_class {
+    uint32_t size;  /* bytes per object */
+    uint16_t nobj;  /* objects per slab */
+    uint8_t pages;  /* pages per slab */
+} _anr_class;
+
+/* Size-class lookup by (size + 15) / 16. */
+#define _ANR_LOOKUP_LEN (ANR_SLAB_MAX_SIZE / 16 + 1)
+
+/* Runs purged per pass: madvise calls are made from a stack array of this size. */
+#define _ANR_PURGE_BATCH 32
+
+struct anr_heap {
+    /* Set at init, then read-only. */
+    uint8_t *map;            /* the mapping */
+    size_t map_size;
+    uint8_t *data;           /* first data page */
+    _anr_page *pages;        /* the page map */
+    uint32_t npages;         /* data pages */
+    size_t page_size;
+    unsigned page_shift;
+    size_t pm_offset;        /* page map bytes before `data` start here */
+    uint32_t nclasses;
+    _anr_class cls[ANR_MAX_CLASSES];
+    uint8_t class_of[_ANR_LOOKUP_LEN];
+    anr_core_hooks hooks;
+    unsigned rounds;
+    anr_purge_advice advice;
+
+    /* Under `lock`. */
+    pthread_mutex_t lock;
+    uint32_t top;            /* first never-used page; all above is NONE and zero */
+    uint32_t pm_hwm;         /* entries below this may be resident */
+    uint32_t top_max;        /* highest top ever */
+    uint32_t partial[ANR_MAX_CLASSES]; /* slabs with free slots, per class */
+    _anr_bins dirty_bins, clean_bins;
+    uint32_t fifo_head, fifo_tail; /* dirty runs, oldest first */
+    size_t pages_in_use, pages_dirty, pages_purging, pages_peak;
+    size_t limit_pages;      /* 0 = none */
+    size_t ceiling, floor;
+    size_t bytes_in_use, objects_in_use;
+    uint64_t alloc_failures;
+
+    /* Lock-free. */
+    _Atomic(void *) deferred;          /* frees that found the lock busy */
+    _Atomic uint32_t purged_pending;   /* purged runs waiting for the lock */
+    _Atomic uint64_t deferred_frees;
+    _Atomic uint64_t bad_pointers;
+    _Atomic uint64_t pages_purged, madvise_calls; /* madvise runs unlocked */
+};
+
+/* --- page map helpers --- */
+static inline uint8_t *_anr_page_addr(const anr_heap *h, uint32_t pi)
+{
+    return h->data + ((size_t)pi << h->page_shift);
+}
+
+static inline uint32_t _anr_page_index(const anr_heap *h, const void *p)
+{
+    return (uint32_t)(((uintptr_t)p - (uintptr_t)h->data) >> h->page_shift);
+}
+
+static inline bool _anr_in_data(const anr_heap *h, const void *p)
+{
+    uintptr_t a = (uintptr_t)p, d = (uintptr_t)h->data;
+    return a >= d && a - d < ((size_t)h->npages << h->page_shift);
+}
+
+static inline size_t _anr_limit_use(const anr_heap *h)
+{
+    return h->pages_in_use + h->pages_dirty + h->pages_purging;
+}
+
+/* Writes a run's boundary tags (head, and tail if longer than a page). */
+void _anr_run_tag(anr_heap *h, uint32_t head, uint32_t len, uint8_t kind);
+/* Clears a run's boundary tags back to NONE. */
+void _anr_run_untag(anr_heap *h, uint32_t head, uint32_t len);
+
+/* --- region.c: the only calls to the OS memory API --- */
+void *_anr_os_reserve(size_t *size);  /* tries smaller sizes on failure */
+void _anr_os_release(void *p, size_t size);
+int _anr_os_purge(void *p, size_t size, anr_purge_advice advice);
+size_t _anr_os_page_size(void);
+size_t _anr_os_default_mapping(void);
+
+/* --- runs.c: free page runs (lock held) --- */
+typedef enum { _ANR_RUN_OK, _ANR_RUN_LIMIT, _ANR_RUN_FULL } _anr_run_result;
+/* Takes a run of `n` pages whose first page is aligned to `align_pages`.
+ * Sets *zero if the pages are known to be zero. */
+_anr_run_result _anr_run_alloc(anr_heap *h, uint32_t n, uint32_t align_pages, uint32_t *head,
+                               bool *zero);
+/* Gives back a run of in-use pages as dirty, coalescing with dirty neighbours. */
+void _anr_run_free(anr_heap *h, uint32_t head, uint32_t n);
+/* Makes a purged run clean, coalescing with clean neighbours and `top`. */
+void _anr_run_insert_clean(anr_heap *h, uint32_t head, uint32_t n);
+/* Removes a dirty run from the bins and the age list. */
+void _anr_run_remove(anr_heap *h, uint32_t head);
+/* Grows the large object at `head` from `n` to `m` pages in place if the
+ * neighbour allows it. */
+_anr_run_result _anr_run_grow(anr_heap *h, uint32_t head, uint32_t n, uint32_t m);
+void _anr_run_shrink(anr_heap *h, uint32_t head, uint32_t n, uint32_t m);
+
+/* --- slab.c --- */
+int _anr_classes_init(anr_heap *h, const uint32_t *sizes, size_t n);
+void *_anr_slab_alloc(anr_heap *h, unsigned cls, _anr_run_result *res);
+void _anr_slab_free(anr_heap *h, uint32_t head, unsigned idx);
+/* The smallest class that holds `size` with objects aligned to `align`, or -1. */
+int _anr_class_for(const anr_heap *h, size_t size, size_t align);
+
+/* --- pagemap.c: pointer validation --- */
+typedef struct _anr_obj {
+    uint32_t head;  /* head page of the slab or large run */
+    unsigned idx;   /* slab slot */
+    bool slab;
+    size_t usable;
+} _anr_obj;
+anr_error _anr_lookup(const anr_heap *h, const void *p, _anr_obj *obj);
+
+/* --- purge.c --- */
+void _anr_fifo_push(anr_heap *h, uint32_t head);
+void _anr_fifo_remove(anr_heap *h, uint32_t head);
+/* Purges until dirty pages <= target. Called WITHOUT the lock held; takes it
+ * (with trylock only if !may_block). Returns pages handed back. */
+size_t _anr_purge(anr_heap *h, size_t target, bool may_block);
+void _anr_drain_purged(anr_heap *h);
+void _anr_pagemap_trim(anr_heap *h);
+
+/* --- heap.c --- */
+void _anr_lock(anr_heap *h);
+bool _anr_trylock(anr_heap *h);
+/* Unlocks; returns true if dirty pages passed the ceiling. */
+bool _anr_unlock(anr_heap *h);
+void _anr_free_locked(anr_heap *h, void *p, anr_op op);
+void _anr_note_peak(anr_heap *h);
+
+#endif

@@ -1,0 +1,159 @@
+/* anr_core_verify(): walks the whole page map and checks every invariant
+ * listed in internal.h. O(heap); for tests and the debug kit, never on a hot
+ * path. Returns the first broken invariant. */
+#include "internal.h"
+
+static bool is_free(uint8_t kind)
+{
+    return kind == _ANR_PK_FREE_DIRTY || kind == _ANR_PK_FREE_CLEAN;
+}
+
+static const char *check_slab(const anr_heap *h, uint32_t pi, size_t *objs, size_t *bytes)
+{
+    const _anr_page *e = &h->pages[pi];
+    if (e->cls >= h->nclasses)
+        return "slab with a bad class";
+    const _anr_class *c = &h->cls[e->cls];
+    if (e->len != c->pages)
+        return "slab length differs from its class";
+    unsigned used = 0;
+    for (unsigned i = 0; i < ANR_SLAB_MAX_OBJECTS; i++) {
+        bool bit = e->bits[i >> 6] & ((uint64_t)1 << (i & 63));
+        if (i >= c->nobj && !bit)
+            return "slab bitmap has a free slot past the last object";
+        if (i < c->nobj && bit)
+            used++;
+    }
+    if (c->nobj - used != e->nfree)
+        return "slab free count differs from its bitmap";
+    if (e->nfree == c->nobj)
+        return "empty slab was not released";
+    for (uint32_t i = 1; i < e->len; i++)
+        if (h->pages[pi + i].kind != _ANR_PK_SLAB_INNER || h->pages[pi + i].len != i)
+            return "slab inner page entry is wrong";
+    *objs += used;
+    *bytes += (size_t)used * c->size;
+    return NULL;
+}
+
+static size_t count_list(const anr_heap *h, uint32_t head, size_t max)
+{
+    size_t n = 0;
+    for (uint32_t i = head; i != _ANR_NIL && n <= max; i = h->pages[i].next)
+        n++;
+    return n;
+}
+
+const char *anr_core_verify(anr_heap *h)
+{
+    const char *bad = NULL;
+    size_t in_use = 0, dirty = 0, purging = 0, objs = 0, bytes = 0;
+    size_t free_runs = 0, dirty_runs = 0, partial = 0;
+    uint8_t prev_kind = _ANR_PK_NONE;
+
+    _anr_lock(h);
+    for (uint32_t pi = 0; pi < h->top && !bad;) {
+        const _anr_page *e = &h->pages[pi];
+        uint8_t kind = e->kind;
+        if (kind == _ANR_PK_NONE || (kind & _ANR_TAIL) || kind == _ANR_PK_SLAB_INNER) {
+            bad = "page below top is not the head of a run";
+            break;
+        }
+        if (e->len == 0 || (uint64_t)pi + e->len > h->top) {
+            bad = "run length runs past top";
+            break;
+        }
+        uint32_t len = e->len;
+        if (kind != _ANR_PK_SLAB) {
+            if (len > 1 && (h->pages[pi + len - 1].kind != (kind | _ANR_TAIL) ||
+                            h->pages[pi + len - 1].len != len))
+                bad = "run tail tag does not match its head";
+            for (uint32_t i = 1; i + 1 < len && !bad; i++)
+                if (h->pages[pi + i].kind != _ANR_PK_NONE)
+                    bad = "interior page of a run is tagged";
+        }
+        if (bad)
+            break;
+        switch (kind) {
+        case _ANR_PK_FREE_DIRTY:
+        case _ANR_PK_FREE_CLEAN:
+            if (prev_kind == kind)
+                bad = "two adjacent free runs of the same state";
+            free_runs++;
+            if (kind == _ANR_PK_FREE_DIRTY) {
+                dirty += len;
+                dirty_runs++;
+            }
+            break;
+        case _ANR_PK_PURGING:
+            purging += len;
+            break;
+        case _ANR_PK_LARGE:
+            in_use += len;
+            objs++;
+            bytes += (size_t)len << h->page_shift;
+            break;
+        case _ANR_PK_SLAB:
+            in_use += len;
+            bad = check_slab(h, pi, &objs, &bytes);
+            if (!bad && e->nfree)
+                partial++;
+            break;
+        default:
+            bad = "unknown page kind";
+        }
+        prev_kind = kind;
+        pi += len;
+    }
+    if (!bad && prev_kind == _ANR_PK_FREE_CLEAN)
+        bad = "clean free run touches top";
+    for (uint32_t pi = h->top; !bad && pi < h->pm_hwm; pi++)
+        if (h->pages[pi].kind != _ANR_PK_NONE)
+            bad = "page at or above top is tagged";
+    if (!bad && in_use != h->pages_in_use)
+        bad = "pages_in_use differs from the page map";
+    if (!bad && dirty != h->pages_dirty)
+        bad = "pages_dirty differs from the page map";
+    if (!bad && purging != h->pages_purging)
+        bad = "pages_purging differs from the page map";
+    if (!bad && (objs != h->objects_in_use || bytes != h->bytes_in_use))
+        bad = "objects or bytes in use differ from the page map";
+    if (!bad) {
+        size_t in_bins = 0;
+        const _anr_bins *sets[2] = {&h->dirty_bins, &h->clean_bins};
+        for (int b = 0; b < 2; b++)
+            for (unsigned f = 0; f < _ANR_FL_COUNT; f++)
+                for (unsigned s = 0; s < _ANR_SL_COUNT; s++) {
+                    uint32_t head = sets[b]->head[f][s];
+                    bool bit = (sets[b]->fl_map >> f & 1) && (sets[b]->sl_map[f] >> s & 1);
+                    if ((head != _ANR_NIL) != bit)
+                        bad = "bin bitmap disagrees with bin list";
+                    for (uint32_t i = head; i != _ANR_NIL && !bad; i = h->pages[i].next) {
+                        if (!is_free(h->pages[i].kind))
+                            bad = "bin holds a run that is not free";
+                        in_bins++;
+                        if (in_bins > free_runs)
+                            bad = "bins hold more runs than the page map";
+                    }
+                }
+        if (!bad && in_bins != free_runs)
+            bad = "a free run is missing from the bins";
+    }
+    if (!bad) {
+        size_t n = 0;
+        for (uint32_t i = h->fifo_head; i != _ANR_NIL && !bad; i = h->pages[i].fifo_next)
+            if (++n > dirty_runs || h->pages[i].kind != _ANR_PK_FREE_DIRTY)
+                bad = "dirty age list is wrong";
+        if (!bad && n != dirty_runs)
+            bad = "a dirty run is missing from the age list";
+    }
+    if (!bad) {
+        size_t n = 0;
+        for (unsigned c = 0; c < h->nclasses; c++)
+            n += count_list(h, h->partial[c], partial);
+        if (n != partial)
+            bad = "partial slab lists differ from the page map";
+    }
+    _anr_unlock(h);
+    return bad;
+}

@@ -1,0 +1,31 @@
+/* gmalloc internals shared by entry.c, init.c and report.c. */
+#ifndef GMALLOC_INTERNAL_H
+#define GMALLOC_INTERNAL_H
+
+#include <stddef.h>
+
+#include "anr_core.h"
+#include "config.h"
+
+/* The one heap, published by init. */
+extern anr_heap *_gm_heap;
+extern gm_config _gm_cfg;
+
+/* The heap, initialising on first use (before constructors, without malloc). */
+anr_heap *_gm_init_slow(void);
+
+static inline anr_heap *gm_heap(void)
+{
+    anr_heap *h = __atomic_load_n(&_gm_heap, __ATOMIC_ACQUIRE);
+    return __builtin_expect(h != NULL, 1) ? h : _gm_init_slow();
+}
+
+/* report.c: all output goes through write(2) from stack buffers. */
+void _gm_on_error(void *ctx, anr_error err, anr_op op, const void *ptr);
+/* An allocation of `size` by `fn` failed: aborts if ON_LIMIT abort (and the
+ * size was plausible), else sets ENOMEM. Returns NULL. */
+void *_gm_alloc_failed(const char *fn, size_t size);
+void _gm_config_report(void *ctx, const char *file, unsigned line, const char *msg);
+void _gm_fatal(const char *what, int err) __attribute__((noreturn));
+
+#endif
