@@ -55,7 +55,7 @@ typedef struct _anr_page {
     uint32_t len;       /* run: pages; slab inner: offset to the head */
     uint32_t prev, next; /* free run: bin list; slab: partial list; purging: pending list */
     uint32_t fifo_prev, fifo_next; /* dirty free run: age order (oldest first) */
-    uint32_t spare;
+    uint32_t spare[2];  /* keeps the entry 64 bytes where uint64_t is 4-aligned (i386) */
     uint64_t bits[_ANR_BITMAP_WORDS]; /* slab: 1 = slot in use (or past the last slot) */
 } _anr_page;
 

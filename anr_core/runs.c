@@ -187,7 +187,8 @@ static uint32_t coalesce_insert(anr_heap *h, uint32_t head, uint32_t n, uint8_t 
         _anr_run_untag(h, r, rn);
         n += rn;
     }
-    if (kind == _ANR_PK_FREE_CLEAN && head + n == h->top) {
+    /* Only DONTNEED pages read back as zero, as the top must. */
+    if (kind == _ANR_PK_FREE_CLEAN && head + n == h->top && h->advice == ANR_PURGE_DONTNEED) {
         h->top = head; /* clean pages at the end go back to the never-used top */
         return _ANR_NIL;
     }
@@ -254,7 +255,9 @@ _anr_run_result _anr_run_alloc(anr_heap *h, uint32_t n, uint32_t align_pages, ui
     static const uint8_t order[2] = {_ANR_PK_FREE_DIRTY, _ANR_PK_FREE_CLEAN};
     for (int i = 0; i < 2; i++) {
         uint8_t kind = order[i];
-        if (kind == _ANR_PK_FREE_CLEAN && !limit_allows(h, n))
+        /* Reusing dirty pages adds no use, but not while use is over a
+         * lowered limit: then the caller must purge first. */
+        if (!limit_allows(h, kind == _ANR_PK_FREE_CLEAN ? n : 0))
             return _ANR_RUN_LIMIT;
         uint32_t head = bins_take(h, bins_for(h, kind), (uint32_t)need);
         if (head == _ANR_NIL)
@@ -298,7 +301,7 @@ _anr_run_result _anr_run_grow(anr_heap *h, uint32_t head, uint32_t n, uint32_t m
         uint8_t kind = r->kind;
         if ((kind != _ANR_PK_FREE_DIRTY && kind != _ANR_PK_FREE_CLEAN) || r->len < more)
             return _ANR_RUN_FULL;
-        if (kind == _ANR_PK_FREE_CLEAN && !limit_allows(h, more))
+        if (!limit_allows(h, kind == _ANR_PK_FREE_CLEAN ? more : 0))
             return _ANR_RUN_LIMIT;
         uint32_t rlen = r->len;
         free_run_remove(h, end);

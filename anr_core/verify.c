@@ -105,7 +105,7 @@ const char *anr_core_verify(anr_heap *h)
         prev_kind = kind;
         pi += len;
     }
-    if (!bad && prev_kind == _ANR_PK_FREE_CLEAN)
+    if (!bad && prev_kind == _ANR_PK_FREE_CLEAN && h->advice == ANR_PURGE_DONTNEED)
         bad = "clean free run touches top";
     for (uint32_t pi = h->top; !bad && pi < h->pm_hwm; pi++)
         if (h->pages[pi].kind != _ANR_PK_NONE)

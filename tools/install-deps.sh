@@ -1,10 +1,16 @@
 #!/bin/sh
-# Installs the Debian packages the project needs to build and test, if missing.
-# Usage: tools/install-deps.sh [--bench]
+# Installs the Debian packages the project needs to build and test, when missing.
+#   tools/install-deps.sh          build, unit tests, real-program tests, 32-bit build
+#   tools/install-deps.sh --bench  also the benchmark peers and tools
 set -eu
 
 pkgs="build-essential meson ninja-build pkg-config libcmocka-dev gcc-multilib
-valgrind strace python3 sqlite3 git redis-server redis-tools procps"
+libcmocka-dev:i386 qemu-user valgrind strace time procps
+python3 sqlite3 git redis-server redis-tools binutils"
+if [ "${1:-}" = "--bench" ]; then
+    pkgs="$pkgs libbenchmark-dev g++ gnuplot-nox libjemalloc2 libmimalloc2.0
+libtcmalloc-minimal4"
+fi
 
 missing=""
 for p in $pkgs; do
@@ -17,6 +23,9 @@ echo "install-deps: installing:$missing" >&2
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
+# The 32-bit build links the i386 cmocka.
+dpkg --print-foreign-architectures | grep -qx i386 || $SUDO dpkg --add-architecture i386
+# A mirror caught mid-sync fails one index; the others are still usable.
+$SUDO apt-get update -qq || echo "install-deps: apt-get update reported errors; going on" >&2
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

@@ -1,0 +1,338 @@
+/* The page map's dirty-page accounting and the purge hysteresis: ceiling,
+ * floor, anr_core_purge, anr_core_set_page_ceiling, madvise coalescing, a
+ * real RSS drop, and zeroed reuse of handed-back memory. */
+#include "core_test.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+
+/* Pages per run in the hysteresis tests: 4, or more if 4 pages would still
+ * be a slab class (slab pages are not freed object by object). */
+static size_t run_pages(void)
+{
+    size_t n = min_large_pages();
+    return n < 4 ? 4 : n;
+}
+#define RUN run_pages()
+#define CEIL (16 * RUN)
+#define FLOOR (4 * RUN)
+#define NRUNS 40
+
+static anr_heap *heap_with_marks(void **state, size_t ceiling, size_t floor)
+{
+    anr_core_options o;
+    test_options(&o);
+    o.page_ceiling = ceiling;
+    o.page_floor = floor;
+    return fx_init(state, &o);
+}
+
+/* NRUNS runs of RUN pages (written) and a final guard page. */
+static void alloc_runs(anr_heap *h, char **runs, char **guard)
+{
+    size_t pg = sys_page();
+    for (int i = 0; i < NRUNS; i++) {
+        runs[i] = anr_core_alloc(h, RUN * pg, 0, 0);
+        assert_non_null(runs[i]);
+        memset(runs[i], 0xa5, RUN * pg);
+    }
+    *guard = anr_core_alloc(h, pg, 0, 0);
+    assert_non_null(*guard);
+    anr_core_stats s = stats_of(h);
+    assert_int_equal(s.pages_dirty, 0);
+    assert_int_equal(s.pages_purged, 0);
+}
+
+/* Freeing while dirty stays <= ceiling purges nothing; the free that passes
+ * the ceiling purges down to the floor; dirty never stays above the ceiling. */
+static void test_hysteresis(void **state)
+{
+    anr_heap *h = heap_with_marks(state, CEIL, FLOOR);
+    char *runs[NRUNS], *guard;
+    alloc_runs(h, runs, &guard);
+    int purges = 0;
+    anr_core_stats prev = stats_of(h);
+    for (int i = 0; i < NRUNS; i++) {
+        assert_int_equal(anr_core_free(h, runs[i]), ANR_ERR_NONE);
+        anr_core_stats s = stats_of(h);
+        if (s.pages_dirty > CEIL)
+            fail_msg("free #%d: pages_dirty %zu above the ceiling %zu", i, s.pages_dirty, CEIL);
+        if (s.pages_purged == prev.pages_purged) {
+            /* no purge: the freed pages are all dirty now */
+            if (s.pages_dirty != prev.pages_dirty + RUN)
+                fail_msg("free #%d of %zu pages: pages_dirty %zu -> %zu without a purge", i, RUN,
+                         prev.pages_dirty, s.pages_dirty);
+            assert_int_equal(s.madvise_calls, prev.madvise_calls);
+        } else {
+            purges++;
+            if (prev.pages_dirty + RUN <= CEIL)
+                fail_msg("free #%d purged though dirty went only %zu -> %zu (ceiling %zu)", i,
+                         prev.pages_dirty, prev.pages_dirty + RUN, CEIL);
+            if (s.pages_dirty > FLOOR)
+                fail_msg("free #%d: purge left %zu dirty pages, floor is %zu", i, s.pages_dirty,
+                         FLOOR);
+            assert_true(s.madvise_calls > prev.madvise_calls);
+            /* pages conserved: dirty before + freed = dirty after + purged */
+            assert_int_equal(prev.pages_dirty + RUN,
+                             s.pages_dirty + (size_t)(s.pages_purged - prev.pages_purged));
+        }
+        prev = s;
+    }
+    /* 40 runs freed with a ceiling of 16 runs: at least two purges */
+    if (purges < 2)
+        fail_msg("%d purges while freeing %zu pages, ceiling %zu", purges, NRUNS * RUN, CEIL);
+    assert_verify(h);
+    assert_int_equal(anr_core_free(h, guard), ANR_ERR_NONE);
+}
+
+/* Freeing less than the ceiling purges nothing; purge(all) hands back every
+ * dirty page; purge(false) goes down to the floor. */
+static void test_below_ceiling_and_explicit_purge(void **state)
+{
+    anr_heap *h = heap_with_marks(state, CEIL, FLOOR);
+    char *runs[NRUNS], *guard;
+    alloc_runs(h, runs, &guard);
+    for (int i = 0; i < 12; i++) /* 12 runs < the ceiling of 16 */
+        assert_int_equal(anr_core_free(h, runs[i]), ANR_ERR_NONE);
+    anr_core_stats s = stats_of(h);
+    assert_int_equal(s.pages_dirty, 12 * RUN);
+    assert_int_equal(s.pages_purged, 0);
+    assert_int_equal(s.madvise_calls, 0);
+
+    size_t got = anr_core_purge(h, false);
+    anr_core_stats t = stats_of(h);
+    if (t.pages_dirty > FLOOR)
+        fail_msg("purge(false) left %zu dirty, floor %zu", t.pages_dirty, FLOOR);
+    assert_int_equal(got, s.pages_dirty - t.pages_dirty);
+    assert_int_equal(t.pages_purged, got);
+    assert_true(t.madvise_calls >= 1);
+
+    for (int i = 12; i < 20; i++)
+        assert_int_equal(anr_core_free(h, runs[i]), ANR_ERR_NONE);
+    s = stats_of(h);
+    assert_true(s.pages_dirty > 0);
+    got = anr_core_purge(h, true);
+    t = stats_of(h);
+    assert_int_equal(t.pages_dirty, 0);
+    assert_int_equal(got, s.pages_dirty);
+    assert_int_equal(t.pages_purged, s.pages_purged + got);
+    /* nothing left to hand back */
+    assert_int_equal(anr_core_purge(h, true), 0);
+    assert_int_equal(stats_of(h).madvise_calls, t.madvise_calls);
+    assert_verify(h);
+    for (int i = 20; i < NRUNS; i++)
+        assert_int_equal(anr_core_free(h, runs[i]), ANR_ERR_NONE);
+    assert_int_equal(anr_core_free(h, guard), ANR_ERR_NONE);
+    assert_verify(h);
+}
+
+/* anr_core_set_page_ceiling moves both marks. */
+static void test_set_page_ceiling(void **state)
+{
+    anr_heap *h = heap_with_marks(state, CEIL, FLOOR);
+    char *runs[NRUNS], *guard;
+    alloc_runs(h, runs, &guard);
+    for (int i = 0; i < 10; i++) /* 10 runs dirty, below the ceiling: no purge */
+        assert_int_equal(anr_core_free(h, runs[i]), ANR_ERR_NONE);
+    anr_core_stats s = stats_of(h);
+    assert_int_equal(s.pages_dirty, 10 * RUN);
+    assert_int_equal(s.pages_purged, 0);
+
+    /* lower: the next free (if not the call itself) must bring dirty down */
+    anr_core_set_page_ceiling(h, RUN, 2);
+    assert_int_equal(anr_core_free(h, runs[10]), ANR_ERR_NONE);
+    s = stats_of(h);
+    if (s.pages_dirty > RUN)
+        fail_msg("ceiling lowered to %zu: pages_dirty still %zu", RUN, s.pages_dirty);
+    assert_true(s.pages_purged > 0);
+
+    /* raise: 20 more runs freed, no purge */
+    anr_core_set_page_ceiling(h, 1000, 500);
+    for (int i = 11; i < 31; i++)
+        assert_int_equal(anr_core_free(h, runs[i]), ANR_ERR_NONE);
+    anr_core_stats t = stats_of(h);
+    assert_int_equal(t.pages_purged, s.pages_purged);
+    assert_int_equal(t.pages_dirty, s.pages_dirty + 20 * RUN);
+    /* below the new floor: purge(false) has nothing to do */
+    assert_int_equal(anr_core_purge(h, false), 0);
+    /* floor moved down: purge(false) goes to it */
+    anr_core_set_page_ceiling(h, 1000, 10);
+    size_t got = anr_core_purge(h, false);
+    anr_core_stats u = stats_of(h);
+    if (u.pages_dirty > 10) fail_msg("floor 10: purge(false) left %zu dirty", u.pages_dirty);
+    assert_int_equal(got, t.pages_dirty - u.pages_dirty);
+    assert_verify(h);
+}
+
+/* Purging one large freed run costs a handful of madvise calls, not one per
+ * page; likewise many neighbouring runs freed one by one (coalesced). */
+static void test_madvise_coalesced(void **state)
+{
+    size_t pg = sys_page();
+    const size_t n = 512;
+    anr_heap *h = heap_with_marks(state, 100000, 50000);
+    char *big = anr_core_alloc(h, n * pg, 0, 0);
+    assert_non_null(big);
+    char *guard = anr_core_alloc(h, pg, 0, 0);
+    assert_non_null(guard);
+    memset(big, 0x42, n * pg);
+    /* 64 neighbouring runs, freed in shuffled order */
+    char *r[64];
+    for (int i = 0; i < 64; i++) {
+        r[i] = anr_core_alloc(h, RUN * pg, 0, 0);
+        assert_non_null(r[i]);
+        memset(r[i], 0x24, RUN * pg);
+    }
+    char *guard2 = anr_core_alloc(h, pg, 0, 0);
+    assert_non_null(guard2);
+
+    anr_core_stats s0 = stats_of(h);
+    assert_int_equal(anr_core_free(h, big), ANR_ERR_NONE);
+    assert_int_equal(anr_core_purge(h, true), n);
+    anr_core_stats s1 = stats_of(h);
+    assert_int_equal(s1.pages_purged - s0.pages_purged, n);
+    uint64_t calls = s1.madvise_calls - s0.madvise_calls;
+    if (calls < 1 || calls > 4)
+        fail_msg("purging one free run of %zu pages took %llu madvise calls", n,
+                 (unsigned long long)calls);
+
+    uint32_t seed = 12345;
+    for (int i = 63; i > 0; i--) {
+        int j = (int)(rng_next(&seed) % (uint32_t)(i + 1));
+        char *t = r[i];
+        r[i] = r[j];
+        r[j] = t;
+    }
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(anr_core_free(h, r[i]), ANR_ERR_NONE);
+    assert_int_equal(anr_core_purge(h, true), 64 * RUN);
+    anr_core_stats s2 = stats_of(h);
+    calls = s2.madvise_calls - s1.madvise_calls;
+    if (calls < 1 || calls > 4)
+        fail_msg("purging 64 coalesced %zu-page runs took %llu madvise calls", RUN,
+                 (unsigned long long)calls);
+    assert_verify(h);
+
+    /* the automatic purge is coalesced too */
+    anr_core_set_page_ceiling(h, 64, 1); /* pages */
+    s2 = stats_of(h);
+    char *again = anr_core_alloc(h, n * pg, 0, 0);
+    assert_non_null(again);
+    memset(again, 0x99, n * pg);
+    assert_int_equal(anr_core_free(h, again), ANR_ERR_NONE);
+    anr_core_stats s3 = stats_of(h);
+    assert_true(s3.pages_purged > s2.pages_purged);
+    calls = s3.madvise_calls - s2.madvise_calls;
+    if (calls < 1 || calls > 4)
+        fail_msg("automatic purge of a %zu-page run took %llu madvise calls", n,
+                 (unsigned long long)calls);
+    assert_verify(h);
+}
+
+/* Resident set size in bytes, from smaps_rollup (or statm). 0 if unknown. */
+static size_t rss_bytes(void)
+{
+    char buf[4096];
+    int fd = open("/proc/self/smaps_rollup", O_RDONLY);
+    if (fd >= 0) {
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n > 0) {
+            buf[n] = 0;
+            char *r = strstr(buf, "\nRss:");
+            if (r != NULL) return (size_t)strtoull(r + 5, NULL, 10) * 1024;
+        }
+    }
+    fd = open("/proc/self/statm", O_RDONLY);
+    if (fd >= 0) {
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n > 0) {
+            buf[n] = 0;
+            char *end;
+            strtoull(buf, &end, 10);
+            return (size_t)strtoull(end, NULL, 10) * sys_page();
+        }
+    }
+    return 0;
+}
+
+/* RSS really falls when ~64 MiB is freed and purged. */
+static void test_rss_drops(void **state)
+{
+    anr_heap *h = fx_init(state, NULL);
+    enum { N = 16 };
+    char *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = anr_core_alloc(h, 4 * MiB, 0, 0);
+        assert_non_null(p[i]);
+        memset(p[i], 0x5c, 4 * MiB);
+    }
+    size_t before = rss_bytes();
+    if (before == 0) skip();
+    for (int i = 0; i < N; i++)
+        assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
+    anr_core_purge(h, true);
+    size_t after = rss_bytes();
+    assert_int_equal(stats_of(h).pages_dirty, 0);
+    size_t drop = before > after ? before - after : 0;
+    if (drop < 48 * MiB)
+        fail_msg("RSS %zu KiB -> %zu KiB after freeing and purging 64 MiB: dropped only %zu KiB",
+                 before / KiB, after / KiB, drop / KiB);
+}
+
+/* Memory handed back and reused reads as zero with ANR_ALLOC_ZERO, for both
+ * purge advices (MADV_FREE pages may keep their old contents). */
+static void zero_after_purge(void **state, anr_purge_advice advice)
+{
+    anr_core_options o;
+    test_options(&o);
+    o.purge_advice = advice;
+    anr_heap *h = fx_init(state, &o);
+    size_t pg = sys_page();
+    size_t sizes[] = {64, 1000, 3 * pg, 40 * pg};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        void *v[64];
+        for (int i = 0; i < 64; i++) {
+            v[i] = anr_core_alloc(h, sizes[k], 0, 0);
+            assert_non_null(v[i]);
+            memset(v[i], 0xaa, anr_core_usable_size(h, v[i]));
+        }
+        for (int i = 0; i < 64; i++)
+            assert_int_equal(anr_core_free(h, v[i]), ANR_ERR_NONE);
+        anr_core_purge(h, true);
+        if (advice == ANR_PURGE_DONTNEED) assert_int_equal(stats_of(h).pages_dirty, 0);
+        for (int i = 0; i < 64; i++) {
+            v[i] = anr_core_alloc(h, sizes[k], 0, ANR_ALLOC_ZERO);
+            assert_non_null(v[i]);
+            check_zero(v[i], sizes[k]);
+        }
+        for (int i = 0; i < 64; i++)
+            assert_int_equal(anr_core_free(h, v[i]), ANR_ERR_NONE);
+    }
+    assert_verify(h);
+}
+
+static void test_zero_after_purge_dontneed(void **state)
+{
+    zero_after_purge(state, ANR_PURGE_DONTNEED);
+}
+
+static void test_zero_after_purge_free(void **state)
+{
+    zero_after_purge(state, ANR_PURGE_FREE);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        UNIT(test_hysteresis),
+        UNIT(test_below_ceiling_and_explicit_purge),
+        UNIT(test_set_page_ceiling),
+        UNIT(test_madvise_coalesced),
+        UNIT(test_rss_drops),
+        UNIT(test_zero_after_purge_dontneed),
+        UNIT(test_zero_after_purge_free),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

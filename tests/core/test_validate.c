@@ -1,0 +1,326 @@
+/* Pointer validation: NULL, foreign, double and interior pointers given to
+ * free, realloc and usable_size are reported once through on_error, with
+ * the right error, operation and pointer, and never corrupt the heap. */
+#include "core_test.h"
+
+#include <stdlib.h>
+
+typedef struct err_log {
+    int calls;
+    anr_error err;
+    anr_op op;
+    const void *ptr;
+} err_log;
+
+static err_log elog;
+
+static void on_error(void *ctx, anr_error err, anr_op op, const void *ptr)
+{
+    err_log *l = ctx;
+    l->calls++;
+    l->err = err;
+    l->op = op;
+    l->ptr = ptr;
+}
+
+static const char *err_name(anr_error e)
+{
+    switch (e) {
+    case ANR_ERR_NONE:
+        return "NONE";
+    case ANR_ERR_DOUBLE_FREE:
+        return "DOUBLE_FREE";
+    case ANR_ERR_NOT_AN_OBJECT:
+        return "NOT_AN_OBJECT";
+    case ANR_ERR_FOREIGN:
+        return "FOREIGN";
+    case ANR_ERR_DEFERRED_LIST:
+        return "DEFERRED_LIST";
+    }
+    return "?";
+}
+
+static anr_heap *checked_heap(void **state)
+{
+    anr_core_options o;
+    test_options(&o);
+    o.hooks.on_error = on_error;
+    o.hooks.ctx = &elog;
+    memset(&elog, 0, sizeof elog);
+    return fx_init(state, &o);
+}
+
+/* The hook was called exactly once since the last reset, with these. */
+static void expect_report(const char *what, anr_error err, anr_op op, const void *ptr)
+{
+    if (elog.calls != 1) fail_msg("%s: on_error called %d times, expected once", what, elog.calls);
+    if (elog.err != err || elog.op != op || elog.ptr != ptr)
+        fail_msg("%s: on_error(%s, op %d, %p), expected (%s, op %d, %p)", what, err_name(elog.err),
+                 (int)elog.op, elog.ptr, err_name(err), (int)op, ptr);
+    memset(&elog, 0, sizeof elog);
+}
+
+/* free(ptr) returns `err` and reports it once. */
+static void expect_bad_free(anr_heap *h, void *ptr, anr_error err, const char *what)
+{
+    uint64_t bad0 = stats_of(h).bad_pointers;
+    anr_error got = anr_core_free(h, ptr);
+    if (got != err)
+        fail_msg("free(%s %p) returned %s, expected %s", what, ptr, err_name(got), err_name(err));
+    expect_report(what, err, ANR_OP_FREE, ptr);
+    assert_int_equal(stats_of(h).bad_pointers, bad0 + 1);
+    assert_int_equal(anr_core_check(h, ptr), err);
+    assert_int_equal(elog.calls, 0); /* check() does not report */
+    assert_verify(h);
+}
+
+/* realloc(ptr) and usable_size(ptr) report `err` and change nothing. */
+static void expect_bad_realloc_usable(anr_heap *h, void *ptr, anr_error err, const char *what)
+{
+    anr_core_stats s0 = stats_of(h);
+    anr_error e = ANR_ERR_NONE;
+    void *r = anr_core_realloc(h, ptr, 100, &e);
+    if (r != NULL) fail_msg("realloc(%s %p) returned %p, expected NULL", what, ptr, r);
+    if (e != err) fail_msg("realloc(%s): *err %s, expected %s", what, err_name(e), err_name(err));
+    expect_report(what, err, ANR_OP_REALLOC, ptr);
+    /* err may be NULL */
+    assert_null(anr_core_realloc(h, ptr, 100, NULL));
+    expect_report(what, err, ANR_OP_REALLOC, ptr);
+
+    size_t u = anr_core_usable_size(h, ptr);
+    if (u != 0) fail_msg("usable_size(%s %p) = %zu, expected 0", what, ptr, u);
+    expect_report(what, err, ANR_OP_USABLE_SIZE, ptr);
+
+    anr_core_stats s1 = stats_of(h);
+    assert_int_equal(s1.bad_pointers, s0.bad_pointers + 3);
+    assert_int_equal(s1.objects_in_use, s0.objects_in_use);
+    assert_int_equal(s1.bytes_in_use, s0.bytes_in_use);
+    assert_int_equal(s1.pages_in_use, s0.pages_in_use);
+    assert_verify(h);
+}
+
+static void test_free_null(void **state)
+{
+    anr_heap *h = checked_heap(state);
+    assert_int_equal(anr_core_free(h, NULL), ANR_ERR_NONE);
+    assert_int_equal(elog.calls, 0);
+    assert_int_equal(anr_core_usable_size(h, NULL), 0);
+    assert_int_equal(elog.calls, 0);
+    assert_int_equal(stats_of(h).bad_pointers, 0);
+    assert_false(anr_core_owns(h, NULL));
+}
+
+static void test_foreign(void **state)
+{
+    anr_heap *h = checked_heap(state);
+    void *live = anr_core_alloc(h, 64, 0, 0);
+    assert_non_null(live);
+    fill_pat(live, 64, 1);
+    char stack_buf[64];
+    void *stack = stack_buf;
+    void *m = malloc(64);
+    assert_non_null(m);
+    assert_false(anr_core_owns(h, stack));
+    assert_false(anr_core_owns(h, m));
+    assert_true(anr_core_owns(h, live));
+    expect_bad_free(h, stack, ANR_ERR_FOREIGN, "stack address");
+    expect_bad_free(h, m, ANR_ERR_FOREIGN, "glibc malloc pointer");
+    expect_bad_realloc_usable(h, stack, ANR_ERR_FOREIGN, "stack address");
+    expect_bad_realloc_usable(h, m, ANR_ERR_FOREIGN, "glibc malloc pointer");
+    free(m);
+    check_pat(live, 64, 1);
+    assert_int_equal(anr_core_free(h, live), ANR_ERR_NONE);
+    assert_int_equal(elog.calls, 0);
+}
+
+static void test_double_free_small(void **state)
+{
+    anr_heap *h = checked_heap(state);
+    /* a neighbour keeps the slab alive */
+    char *keep = anr_core_alloc(h, 48, 0, 0);
+    char *p = anr_core_alloc(h, 48, 0, 0);
+    assert_non_null(keep);
+    assert_non_null(p);
+    fill_pat(keep, 48, 7);
+    assert_int_equal(anr_core_check(h, p), ANR_ERR_NONE);
+    assert_int_equal(anr_core_free(h, p), ANR_ERR_NONE);
+    assert_int_equal(elog.calls, 0);
+    uint64_t objs = stats_of(h).objects_in_use;
+    expect_bad_free(h, p, ANR_ERR_DOUBLE_FREE, "freed small object");
+    expect_bad_realloc_usable(h, p, ANR_ERR_DOUBLE_FREE, "freed small object");
+    assert_int_equal(stats_of(h).objects_in_use, objs);
+    /* the slot is not handed out twice: two new objects are distinct */
+    char *a = anr_core_alloc(h, 48, 0, 0), *b = anr_core_alloc(h, 48, 0, 0);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_ptr_not_equal(a, b);
+    assert_ptr_not_equal(a, keep);
+    assert_ptr_not_equal(b, keep);
+    check_pat(keep, 48, 7);
+    assert_int_equal(anr_core_free(h, a), ANR_ERR_NONE);
+    assert_int_equal(anr_core_free(h, b), ANR_ERR_NONE);
+    assert_int_equal(anr_core_free(h, keep), ANR_ERR_NONE);
+    assert_int_equal(elog.calls, 0);
+    assert_verify(h);
+}
+
+static void test_double_free_large(void **state)
+{
+    anr_heap *h = checked_heap(state);
+    size_t pg = sys_page(), n = min_large_pages() + 4; /* a page run */
+    /* guards on both sides: the freed run does not merge with free space */
+    char *g1 = anr_core_alloc(h, n * pg, 0, 0);
+    char *p = anr_core_alloc(h, (n + 3) * pg, 0, 0);
+    char *g2 = anr_core_alloc(h, n * pg, 0, 0);
+    assert_non_null(g1);
+    assert_non_null(p);
+    assert_non_null(g2);
+    fill_pat(g1, n * pg, 1);
+    fill_pat(g2, n * pg, 2);
+    assert_int_equal(anr_core_free(h, p), ANR_ERR_NONE);
+    expect_bad_free(h, p, ANR_ERR_DOUBLE_FREE, "freed large object");
+    expect_bad_realloc_usable(h, p, ANR_ERR_DOUBLE_FREE, "freed large object");
+    check_pat(g1, n * pg, 1);
+    check_pat(g2, n * pg, 2);
+    /* the run is reusable exactly once */
+    char *q = anr_core_alloc(h, (n + 3) * pg, 0, 0);
+    assert_non_null(q);
+    memset(q, 0x55, (n + 3) * pg);
+    check_pat(g1, n * pg, 1);
+    check_pat(g2, n * pg, 2);
+    assert_int_equal(anr_core_free(h, q), ANR_ERR_NONE);
+    assert_int_equal(anr_core_free(h, g1), ANR_ERR_NONE);
+    assert_int_equal(anr_core_free(h, g2), ANR_ERR_NONE);
+    assert_int_equal(elog.calls, 0);
+    assert_int_equal(stats_of(h).objects_in_use, 0);
+    assert_verify(h);
+}
+
+static void test_interior_pointers(void **state)
+{
+    anr_heap *h = checked_heap(state);
+    size_t pg = sys_page(), n = min_large_pages() + 3; /* a page run */
+    char *s = anr_core_alloc(h, 64, 0, 0);
+    char *l = anr_core_alloc(h, n * pg, 0, 0);
+    assert_non_null(s);
+    assert_non_null(l);
+    fill_pat(s, 64, 3);
+    fill_pat(l, n * pg, 4);
+
+    expect_bad_free(h, s + 8, ANR_ERR_NOT_AN_OBJECT, "small object + 8");
+    expect_bad_free(h, l + pg, ANR_ERR_NOT_AN_OBJECT, "large object + page");
+    expect_bad_free(h, l + 100, ANR_ERR_NOT_AN_OBJECT, "large object + 100");
+    expect_bad_realloc_usable(h, s + 8, ANR_ERR_NOT_AN_OBJECT, "small object + 8");
+    expect_bad_realloc_usable(h, l + pg, ANR_ERR_NOT_AN_OBJECT, "large object + page");
+    expect_bad_realloc_usable(h, l + 100, ANR_ERR_NOT_AN_OBJECT, "large object + 100");
+
+    /* inside the mapping but in the metadata (the heap struct lives there) */
+    if (anr_core_owns(h, h)) expect_bad_free(h, (void *)h, ANR_ERR_NOT_AN_OBJECT, "heap struct");
+
+    /* inside the mapping, in pages never handed out */
+    char *far = (char *)((uintptr_t)l + 64 * MiB);
+    if (!anr_core_owns(h, far)) far = (char *)((uintptr_t)l - 64 * MiB);
+    assert_true(anr_core_owns(h, far));
+    expect_bad_free(h, far, ANR_ERR_NOT_AN_OBJECT, "unused page of the mapping");
+
+    check_pat(s, 64, 3);
+    check_pat(l, n * pg, 4);
+    assert_int_equal(anr_core_usable_size(h, s), 64);
+    assert_int_equal(anr_core_usable_size(h, l), n * pg);
+    assert_int_equal(anr_core_check(h, s), ANR_ERR_NONE);
+    assert_int_equal(anr_core_check(h, l), ANR_ERR_NONE);
+    assert_int_equal(anr_core_free(h, s), ANR_ERR_NONE);
+    assert_int_equal(anr_core_free(h, l), ANR_ERR_NONE);
+    assert_int_equal(elog.calls, 0);
+    assert_int_equal(stats_of(h).objects_in_use, 0);
+    assert_verify(h);
+}
+
+/* check() says what a pointer is without reporting it. */
+static void test_check_does_not_report(void **state)
+{
+    anr_heap *h = checked_heap(state);
+    char *p = anr_core_alloc(h, 200, 0, 0);
+    char *q = anr_core_alloc(h, 200, 0, 0);
+    assert_non_null(p);
+    assert_non_null(q);
+    char stack_buf[16];
+    assert_int_equal(anr_core_check(h, p), ANR_ERR_NONE);
+    assert_int_equal(anr_core_check(h, p + 8), ANR_ERR_NOT_AN_OBJECT);
+    assert_int_equal(anr_core_check(h, stack_buf), ANR_ERR_FOREIGN);
+    assert_int_equal(anr_core_free(h, q), ANR_ERR_NONE);
+    assert_int_equal(anr_core_check(h, q), ANR_ERR_DOUBLE_FREE);
+    assert_int_equal(elog.calls, 0);
+    assert_int_equal(stats_of(h).objects_in_use, 1);
+    assert_int_equal(anr_core_free(h, p), ANR_ERR_NONE);
+}
+
+/* Bad pointers without an on_error hook: still returned, still harmless. */
+static void test_no_hook(void **state)
+{
+    anr_heap *h = fx_init(state, NULL);
+    char *p = anr_core_alloc(h, 32, 0, 0);
+    assert_non_null(p);
+    char stack_buf[16];
+    assert_int_equal(anr_core_free(h, stack_buf), ANR_ERR_FOREIGN);
+    assert_int_equal(anr_core_free(h, p + 8), ANR_ERR_NOT_AN_OBJECT);
+    assert_int_equal(anr_core_free(h, p), ANR_ERR_NONE);
+    assert_int_equal(anr_core_free(h, p), ANR_ERR_DOUBLE_FREE);
+    assert_int_equal(stats_of(h).bad_pointers, 3);
+    assert_verify(h);
+}
+
+/* A mix of live objects survives a barrage of bad calls intact. */
+static void test_live_objects_survive(void **state)
+{
+    anr_heap *h = checked_heap(state);
+    enum { N = 200 };
+    char *v[N];
+    size_t sz[N];
+    uint32_t seed = 4242;
+    for (int i = 0; i < N; i++) {
+        sz[i] = 1 + rng_next(&seed) % (i % 10 == 0 ? 200 * KiB : 2 * KiB);
+        v[i] = anr_core_alloc(h, sz[i], 0, 0);
+        assert_non_null(v[i]);
+        fill_pat(v[i], sz[i], (uint32_t)i);
+    }
+    /* free every third, then throw double and interior frees at everything */
+    for (int i = 0; i < N; i += 3)
+        assert_int_equal(anr_core_free(h, v[i]), ANR_ERR_NONE);
+    int bad = 0;
+    for (int i = 0; i < N; i++) {
+        if (i % 3 == 0) {
+            /* a freed object whose slab emptied or whose run coalesced is
+             * no longer an object at all: either report is right there */
+            anr_error e = anr_core_free(h, v[i]);
+            if (e != ANR_ERR_DOUBLE_FREE && e != ANR_ERR_NOT_AN_OBJECT)
+                fail_msg("object %d: double free returned %s", i, err_name(e));
+        } else {
+            anr_error e = anr_core_free(h, v[i] + 1);
+            if (e != ANR_ERR_NOT_AN_OBJECT)
+                fail_msg("object %d: free(p + 1) returned %s", i, err_name(e));
+        }
+        bad++;
+    }
+    assert_int_equal(elog.calls, bad);
+    assert_int_equal(stats_of(h).bad_pointers, (uint64_t)bad);
+    assert_verify(h);
+    for (int i = 0; i < N; i++)
+        if (i % 3 != 0) {
+            check_pat(v[i], sz[i], (uint32_t)i);
+            assert_int_equal(anr_core_free(h, v[i]), ANR_ERR_NONE);
+        }
+    assert_int_equal(stats_of(h).objects_in_use, 0);
+    assert_verify(h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        UNIT(test_free_null),         UNIT(test_foreign),
+        UNIT(test_double_free_small), UNIT(test_double_free_large),
+        UNIT(test_interior_pointers), UNIT(test_check_does_not_report),
+        UNIT(test_no_hook),           UNIT(test_live_objects_survive),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
