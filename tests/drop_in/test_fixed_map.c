@@ -85,6 +85,8 @@ static struct {
     uintptr_t caller;    /* x86-64: the return address on top of the stack */
 } trap_events[MAX_EVENTS];
 
+static uintptr_t brk_at_filter; /* the program break when the filter went in */
+
 static void on_sigsys(int sig, siginfo_t *si, void *ucv)
 {
     (void)sig;
@@ -101,12 +103,19 @@ static void on_sigsys(int sig, siginfo_t *si, void *ucv)
         trap_events[n].caller = (uintptr_t)uc->uc_mcontext.regs[30];
 #endif
     }
-    /* The syscall was skipped; make it return -EPERM. */
+    /* The syscall was skipped; make it fail as the kernel would: -EPERM, or
+     * for brk the unchanged break (brk reports failure that way). */
+    long ret = -EPERM;
+#ifdef SYS_brk
+    if (si->si_syscall == SYS_brk)
+        ret = (long)brk_at_filter;
+#endif
 #if defined(__x86_64__)
-    uc->uc_mcontext.gregs[REG_RAX] = -EPERM;
+    uc->uc_mcontext.gregs[REG_RAX] = ret;
 #elif defined(__aarch64__)
-    uc->uc_mcontext.regs[0] = (unsigned long long)-EPERM;
+    uc->uc_mcontext.regs[0] = (unsigned long long)ret;
 #else
+    (void)ret;
     (void)uc;
 #endif
 }
@@ -155,7 +164,12 @@ static void print_traps(void)
     int n = atomic_load(&trap_count);
     say("  trapped map syscalls: %d\n", n);
     for (int i = 0; i < n && i < MAX_EVENTS; i++) {
-        say("  #%d %s(len %lu)\n", i, sys_name(trap_events[i].nr), trap_events[i].len);
+#ifdef SYS_brk
+        if (trap_events[i].nr == SYS_brk)
+            say("  #%d brk\n", i);
+        else
+#endif
+            say("  #%d %s(len %lu)\n", i, sys_name(trap_events[i].nr), trap_events[i].len);
         print_addr("syscall at", trap_events[i].call_addr);
         print_addr("called from", trap_events[i].caller);
     }
@@ -163,8 +177,12 @@ static void print_traps(void)
 
 /* Installs the filter for every thread of the process (TSYNC; falls back to
  * prctl for this thread alone if the kernel lacks seccomp(2)). */
+static bool no_filter; /* --churn-only */
+
 static void install_filter(void)
 {
+    if (no_filter)
+        return;
 #ifndef DR_AUDIT_ARCH
     say("no seccomp architecture value for this target\n");
     _exit(77);
@@ -206,6 +224,9 @@ static void install_filter(void)
     f[i++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
     struct sock_fprog prog = {.len = (unsigned short)i, .filter = f};
 
+#ifdef SYS_brk
+    brk_at_filter = (uintptr_t)syscall(SYS_brk, 0);
+#endif
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
         say("PR_SET_NO_NEW_PRIVS failed: errno %d\n", errno);
         _exit(11);
@@ -228,20 +249,24 @@ typedef struct obj {
     uint64_t seed;
 } obj;
 
-#define LARGE_MIN MiB
+#define LARGE_MIN MiB      /* "large" blocks: 1-64 MiB, at most two live per churn */
+#define SPARSE_MIN (64 * KiB) /* from here on objects carry a mark per page */
 #define STRIDE 4096
 #define MARK 16
 
-/* Objects of LARGE_MIN or more get a pattern on every page (so that all of it
- * is resident) and at the end; smaller ones a full pattern. */
+/* Objects of SPARSE_MIN or more get a MARK-byte pattern on every page (so that
+ * all of it is resident) and one in their last MARK bytes; smaller ones a full
+ * pattern. A page mark that would overlap the end mark is left out. */
+static bool page_mark(size_t off, size_t size) { return off + 2 * MARK <= size; }
+
 static void obj_fill(const obj *o)
 {
     uint64_t key = dr_key(o->p, o->size, o->seed);
-    if (o->size < LARGE_MIN) {
+    if (o->size < SPARSE_MIN) {
         dr_fill(o->p, o->size, key);
         return;
     }
-    for (size_t off = 0; off + MARK <= o->size; off += STRIDE)
+    for (size_t off = 0; page_mark(off, o->size); off += STRIDE)
         dr_fill(o->p + off, MARK, key + off);
     dr_fill(o->p + o->size - MARK, MARK, key - 1);
 }
@@ -249,9 +274,9 @@ static void obj_fill(const obj *o)
 /* Checks the first `upto` bytes of o's pattern for `key`; SIZE_MAX if intact. */
 static size_t obj_check(const obj *o, uint64_t key, size_t upto)
 {
-    if (o->size < LARGE_MIN)
+    if (o->size < SPARSE_MIN)
         return dr_check(o->p, upto, key);
-    for (size_t off = 0; off + MARK <= upto; off += STRIDE) {
+    for (size_t off = 0; page_mark(off, o->size) && off + MARK <= upto; off += STRIDE) {
         size_t bad = dr_check(o->p + off, MARK, key + off);
         if (bad != SIZE_MAX)
             return off + bad;
@@ -274,12 +299,14 @@ typedef struct churn {
 
 static size_t churn_size(dr_rng *r)
 {
-    size_t c = dr_below(r, 100);
-    if (c < 80)
+    size_t c = dr_below(r, 1000);
+    if (c < 850)
         return dr_range(r, 1, 512);
-    if (c < 95)
+    if (c < 980)
         return dr_range(r, 513, 32 * KiB);
-    return dr_range(r, 32 * KiB + 1, MiB - 1);
+    if (c < 998)
+        return dr_range(r, 32 * KiB + 1, 256 * KiB);
+    return dr_range(r, 256 * KiB + 1, MiB - 1);
 }
 
 static void churn_bad(churn *c, const char *what, const obj *o, size_t off)
@@ -313,7 +340,7 @@ static void churn_run(churn *c)
                 size_t bad = obj_check(o, old_key, o->size);
                 if (bad != SIZE_MAX)
                     churn_bad(c, "before realloc", o, bad);
-                size_t nsize = old.size >= LARGE_MIN && dr_below(&r, 2)
+                size_t nsize = old.size >= LARGE_MIN && dr_below(&r, 2) == 0
                                    ? dr_range(&r, LARGE_MIN, 64 * MiB)
                                    : churn_size(&r);
                 unsigned char *q = realloc(o->p, nsize);
@@ -327,11 +354,12 @@ static void churn_run(churn *c)
                 size_t keep = old.size < nsize ? old.size : nsize;
                 /* The kept prefix still carries the old pattern. */
                 obj view = {.p = q, .size = old.size};
-                if (old.size >= LARGE_MIN && nsize < LARGE_MIN) {
-                    for (size_t off = 0; off + MARK <= keep; off += STRIDE)
+                if (old.size >= SPARSE_MIN && nsize < SPARSE_MIN) {
+                    for (size_t off = 0; page_mark(off, old.size) && off + MARK <= keep;
+                         off += STRIDE)
                         if (dr_check(q + off, MARK, old_key + off) != SIZE_MAX)
                             churn_bad(c, "realloc lost contents", o, off);
-                } else if (old.size < LARGE_MIN && nsize >= LARGE_MIN) {
+                } else if (old.size < SPARSE_MIN && nsize >= SPARSE_MIN) {
                     if (dr_check(q, keep, old_key) != SIZE_MAX)
                         churn_bad(c, "realloc lost contents", o, 0);
                 } else {
@@ -349,7 +377,7 @@ static void churn_run(churn *c)
         }
         obj n = {.seed = dr_next(&r)};
         bool zero = dr_below(&r, 8) == 0;
-        if (c->n_large < 2 && dr_below(&r, 4000) == 0) {
+        if (c->n_large < 2 && dr_below(&r, 20000) == 0) {
             n.size = dr_range(&r, LARGE_MIN, 64 * MiB);
             c->n_large_allocs++;
         } else {
@@ -362,7 +390,7 @@ static void churn_run(churn *c)
         }
         if (zero) {
             c->n_callocs++;
-            for (size_t i = 0; i < n.size; i += n.size < LARGE_MIN ? 1 : STRIDE)
+            for (size_t i = 0; i < n.size; i += n.size < SPARSE_MIN ? 1 : STRIDE)
                 if (n.p[i]) {
                     churn_bad(c, "calloc not zero", &n, i);
                     break;
@@ -538,7 +566,7 @@ static int run_case(int (*fn)(int, long), int nthreads, long ops)
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        alarm(240);
+        alarm(120); /* a hang (e.g. a deadlock) ends as SIGALRM */
         _exit(fn(nthreads, ops));
     }
     int st;
@@ -583,17 +611,22 @@ static void expect_clean(int rc)
 static void test_churn_single_thread(void **state)
 {
     (void)state;
-    expect_clean(run_case(child_churn, 0, 3000000));
+    expect_clean(run_case(child_churn, 0, 1200000));
 }
 
 static void test_churn_threads(void **state)
 {
     (void)state;
-    expect_clean(run_case(child_churn, NTHREADS, 1000000));
+    expect_clean(run_case(child_churn, NTHREADS, 400000));
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    /* For measuring: the churn alone, in this process, without the filter. */
+    if (argc > 1 && !strcmp(argv[1], "--churn-only")) {
+        no_filter = true;
+        return child_churn(argc > 2 ? atoi(argv[2]) : 0, argc > 3 ? atol(argv[3]) : 1000000);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_control_caught),
         cmocka_unit_test(test_churn_single_thread),

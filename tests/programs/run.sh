@@ -25,7 +25,7 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-# shellcheck source=common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 . "$here/common.sh"
 
 glibc_only=0
@@ -153,13 +153,13 @@ free_port() {
 }
 
 case_redis() {
-    local side=$1 dir=$2 port="" attempt i rpid="" rc cli_ok
+    local side=$1 dir=$2 port="" rpid="" rc cli_ok
     need redis redis-server redis-cli redis-benchmark || return 200
     set_pre "$side"
     why() { echo "$*" >>"$dir/why"; }
     cli() { timeout -k 5 60 redis-cli -h 127.0.0.1 -p "$port" "$@"; }
 
-    for attempt in 1 2 3; do
+    for _ in 1 2 3; do
         port=$(free_port) || { why "no free port on 127.0.0.1 in 16379..16399"; return 1; }
         : >"$dir/server.out"; : >"$dir/server.err"
         timeout -k 10 600 "${PRE[@]}" redis-server --bind 127.0.0.1 --port "$port" \
@@ -167,7 +167,7 @@ case_redis() {
             --dir "$dir" --logfile '' --lazyfree-lazy-user-del yes \
             >"$dir/server.out" 2>"$dir/server.err" &
         server_pid=$!
-        for i in $(seq 100); do
+        for _ in $(seq 100); do
             [ "$(cli ping 2>/dev/null)" = PONG ] && break
             kill -0 "$server_pid" 2>/dev/null || break
             sleep 0.1
@@ -226,7 +226,7 @@ case_redis() {
     cli INFO memory | tr -d '\r' | grep -E '^(used_memory|used_memory_rss|mem_allocator):' >"$dir/info.txt"
 
     cli SHUTDOWN NOSAVE >/dev/null 2>&1
-    for i in $(seq 300); do
+    for _ in $(seq 300); do
         kill -0 "$server_pid" 2>/dev/null || break
         sleep 0.1
     done
