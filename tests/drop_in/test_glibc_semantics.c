@@ -124,7 +124,10 @@ static void test_calloc_overflow(void **state)
 {
     (void)state;
     const size_t pairs[][2] = {
-        {SIZE_MAX, 2}, {SIZE_MAX / 2 + 1, 2}, {(size_t)1 << 33, (size_t)1 << 33}, {3, SIZE_MAX / 2}};
+        {SIZE_MAX, 2},
+        {SIZE_MAX / 2 + 1, 2},
+        {(SIZE_MAX >> (sizeof(size_t) * 4)) + 2, (SIZE_MAX >> (sizeof(size_t) * 4)) + 2},
+        {3, SIZE_MAX / 2}};
     for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
         errno = 0;
         void *p = calloc(dr_opaque(pairs[i][0]), dr_opaque(pairs[i][1]));
