@@ -69,9 +69,16 @@ static void drop(mb_client *c)
 static int recv_now(mb_client *c, mb_msg *m)
 {
     uint8_t buf[MB_MSG_SIZE + 16];
+    bool reset = false;
     for (;;) {
         ssize_t n = recv(c->_fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n < 0 && errno == EINTR) continue;
+        /* A peer that closed with our records unread reports ECONNRESET
+         * once, ahead of what it sent before closing: read on. */
+        if (n < 0 && errno == ECONNRESET && !reset) {
+            reset = true;
+            continue;
+        }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return -EAGAIN;
         if (n <= 0) {
             drop(c);
@@ -149,6 +156,7 @@ static int call(mb_client *c, mb_msg *req, uint16_t want, mb_msg *out, uint64_t 
             continue;
         }
         if (rc < 0) return rc;
+        if (out->type == MB_T_ERROR && out->seq == 0) return out->status; /* refused */
         if (out->type != MB_T_GIVEBACK && out->seq == req->seq) {
             if (out->type == MB_T_ERROR) return out->status;
             if (out->type == want) return 0;
