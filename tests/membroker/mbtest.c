@@ -80,10 +80,18 @@ void mbt_spawn(mbt_daemon *d, const char *const *args, int listen_fd, bool captu
     if (!daemon) fail_msg("MEMBROKERD is not set (run through meson test)");
     int errp[2] = {-1, -1};
     if (capture_stderr) assert_int_equal(pipe2(errp, O_CLOEXEC), 0);
-    const char *argv[32];
+    /* meson test sets MESON_EXE_WRAPPER for a cross build (qemu-i386 for
+     * the 32-bit one): the daemon runs through it like the tests do */
+    static char wrapper[256];
+    const char *argv[40];
     size_t n = 0;
+    const char *w = getenv("MESON_EXE_WRAPPER");
+    if (w && *w) {
+        snprintf(wrapper, sizeof wrapper, "%s", w);
+        for (char *tok = strtok(wrapper, " "); tok && n < 8; tok = strtok(NULL, " ")) argv[n++] = tok;
+    }
     argv[n++] = daemon;
-    for (size_t i = 0; args && args[i] && n < 31; i++) argv[n++] = args[i];
+    for (size_t i = 0; args && args[i] && n < 39; i++) argv[n++] = args[i];
     argv[n] = NULL;
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -101,7 +109,7 @@ void mbt_spawn(mbt_daemon *d, const char *const *args, int listen_fd, bool captu
             setenv("LISTEN_PID", pidbuf, 1);
             setenv("LISTEN_FDS", "1", 1);
         }
-        execv(daemon, (char *const *)argv);
+        execvp(argv[0], (char *const *)argv);
         _exit(127);
     }
     d->pid = pid;
