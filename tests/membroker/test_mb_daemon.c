@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -525,12 +526,20 @@ static void test_config_and_reload(void **state)
     mbt_prepare(&d);
     char conf[256], text[512];
     snprintf(conf, sizeof conf, "%s/membroker.conf", d.dir);
-    snprintf(text, sizeof text, "# test\nPOOL 1M\nSOCKET %s\nSOCKET_MODE 0600\nMAX_CLIENTS 4\n",
-             d.sock);
+    snprintf(text, sizeof text,
+             "# test\nPOOL 1M\nSOCKET %s\nSOCKET_MODE 0604\nSOCKET_OWNER %u\n"
+             "SOCKET_GROUP %u\nMAX_CLIENTS 4\n",
+             d.sock, (unsigned)getuid(), (unsigned)getgid());
     write_file(conf, text);
     const char *args[] = {"--config", conf, NULL};
     mbt_spawn(&d, args, -1, false);
     assert_true(mbt_wait_notify(&d, "READY=1"));
+    struct stat st;
+    assert_int_equal(stat(d.sock, &st), 0);
+    assert_true(S_ISSOCK(st.st_mode));
+    assert_int_equal(st.st_mode & 0777, 0604);
+    assert_int_equal(st.st_uid, getuid());
+    assert_int_equal(st.st_gid, getgid());
     mbt_check_serves(d.sock, pool_pages(), pool_pages());
 
     snprintf(text, sizeof text, "POOL 2M\nSOCKET %s\nMAX_CLIENTS 4\nGIVEBACK_TIMEOUT 50\n", d.sock);
@@ -555,9 +564,9 @@ static void test_config_and_reload(void **state)
     write_file(conf, text);
     const char *args2[] = {"--config", conf, NULL};
     mbt_spawn(&d, args2, -1, true);
-    int st = mbt_wait_exit(&d);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 2);
+    int status = mbt_wait_exit(&d);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 2);
     char err[4096];
     mbt_read_stderr(&d, err, sizeof err);
     char where[300];
