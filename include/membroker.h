@@ -69,12 +69,12 @@ typedef struct mb_client {
     mb_giveback_fn _fn;
     void *_ctx;
     uint64_t _page_size;
-    uint64_t _held;   /* as the daemon last reported it */
-    int _fd;          /* -1: not connected */
+    uint64_t _held; /* as the daemon last reported it */
+    int _fd;        /* -1: not connected */
     int _kind;
-    int _pid;         /* getpid() at connect: a forked child is not connected */
-    uint32_t _seq;    /* sequence number of the last record sent */
-    uint32_t _magic;  /* set by mb_client_connect */
+    int _pid;        /* getpid() at connect: a forked child is not connected */
+    uint32_t _seq;   /* sequence number of the last record sent */
+    uint32_t _magic; /* set by mb_client_connect */
 } mb_client;
 
 /* socket_path NULL: $MEMBROKER_SOCKET, else MB_DEFAULT_SOCKET. Registers with
@@ -128,14 +128,14 @@ typedef struct mb_pool_info {
 } mb_pool_info;
 
 typedef struct mb_client_info {
-    uint32_t pid, uid;        /* from SO_PEERCRED */
-    uint32_t slot;            /* index in the daemon's table */
+    uint32_t pid, uid; /* from SO_PEERCRED */
+    uint32_t slot;     /* index in the daemon's table */
     mb_kind kind;
     uint64_t held_pages;
-    uint64_t waiting_pages;   /* pages of its requests still waiting */
-    uint32_t outstanding;     /* its requests still waiting */
-    bool giveback_pending;    /* asked to give back, no answer yet */
-    char comm[16];            /* /proc/PID/comm at registration, NUL-terminated */
+    uint64_t waiting_pages; /* pages of its requests still waiting */
+    uint32_t outstanding;   /* its requests still waiting */
+    bool giveback_pending;  /* asked to give back, no answer yet */
+    char comm[16];          /* /proc/PID/comm at registration, NUL-terminated */
 } mb_client_info;
 
 typedef void (*mb_status_fn)(void *ctx, const mb_client_info *ci);

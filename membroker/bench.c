@@ -79,7 +79,8 @@ static void helper(const char *sock, int cmd, int ack)
     helper_held = (uint64_t)got;
     char x = 'r';
     if (write(ack, &x, 1) != 1) _exit(5);
-    struct pollfd p[2] = {{.fd = cmd, .events = POLLIN}, {.fd = mb_client_fd(&c), .events = POLLIN}};
+    struct pollfd p[2] = {{.fd = cmd, .events = POLLIN},
+                          {.fd = mb_client_fd(&c), .events = POLLIN}};
     for (;;) {
         if (poll(p, 2, -1) < 0) continue;
         if (p[1].revents && mb_client_dispatch(&c) < 0) _exit(6);
@@ -122,7 +123,8 @@ int main(int argc, char **argv)
     }
     char buf[128];
     struct pollfd np = {.fd = nfd, .events = POLLIN};
-    if (poll(&np, 1, 10000) <= 0 || recv(nfd, buf, sizeof buf, 0) <= 0) die("daemon start", -ETIMEDOUT);
+    if (poll(&np, 1, 10000) <= 0 || recv(nfd, buf, sizeof buf, 0) <= 0)
+        die("daemon start", -ETIMEDOUT);
 
     uint64_t *t = calloc((size_t)n, sizeof *t);
     mb_client c;

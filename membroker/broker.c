@@ -11,7 +11,8 @@
 
 enum { Q_RESERVE = 0, Q_REQUEST = 1 };
 
-static void logf_(mb_broker *b, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void logf_(mb_broker *b, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void logf_(mb_broker *b, int level, const char *fmt, ...)
 {
@@ -32,7 +33,8 @@ uint64_t _mb_broker_free(const mb_broker *b)
 uint32_t _mb_broker_registered(const mb_broker *b)
 {
     uint32_t n = 0;
-    for (uint32_t i = 0; i < b->capacity; i++) n += b->clients[i].registered;
+    for (uint32_t i = 0; i < b->capacity; i++)
+        n += b->clients[i].registered;
     return n;
 }
 
@@ -102,7 +104,8 @@ static void answer(mb_broker *b, int32_t i, uint64_t pages, int status)
     mb_bclient *c = &b->clients[p->slot];
     c->held += pages;
     b->held_total += pages;
-    mb_msg r = {.type = MB_T_GRANT, .seq = p->seq, .status = status, .pages = pages, .held = c->held};
+    mb_msg r = {
+        .type = MB_T_GRANT, .seq = p->seq, .status = status, .pages = pages, .held = c->held};
     uint32_t slot = p->slot;
     dequeue(b, i);
     send(b, slot, &r);
@@ -124,7 +127,8 @@ static void expire_givebacks(mb_broker *b, uint64_t now)
     for (uint32_t i = 0; i < b->capacity; i++) {
         mb_bclient *c = &b->clients[i];
         if (c->gb_active && now >= c->gb_deadline) {
-            logf_(b, 4, "pid %u (%s) did not answer give-back of %llu pages within %u ms: counts as 0",
+            logf_(b, 4,
+                  "pid %u (%s) did not answer give-back of %llu pages within %u ms: counts as 0",
                   c->pid, c->comm, (unsigned long long)c->gb_target, b->cfg.giveback_timeout_ms);
             end_giveback(b, c, now, true);
         }
@@ -218,9 +222,8 @@ static void run(mb_broker *b, uint64_t now)
 
 /* ---- public ---- */
 
-void _mb_broker_init(mb_broker *b, const mb_broker_cfg *cfg, mb_bclient *clients,
-                     uint32_t capacity, mb_pending *pending, mb_send_fn send_fn, mb_log_fn log,
-                     void *ctx)
+void _mb_broker_init(mb_broker *b, const mb_broker_cfg *cfg, mb_bclient *clients, uint32_t capacity,
+                     mb_pending *pending, mb_send_fn send_fn, mb_log_fn log, void *ctx)
 {
     memset(b, 0, sizeof *b);
     b->cfg = *cfg;
@@ -304,7 +307,8 @@ static void status_reply(mb_broker *b, uint32_t slot, const mb_msg *m)
         send(b, slot, &e);
         sent++;
     }
-    while (i < b->capacity && !b->clients[i].registered) i++;
+    while (i < b->capacity && !b->clients[i].registered)
+        i++;
     mb_msg end = {.type = MB_T_STATUS_END,
                   .seq = m->seq,
                   .pool = b->cfg.pool_pages,
@@ -348,8 +352,7 @@ static int on_giveback_reply(mb_broker *b, uint32_t slot, const mb_msg *m, uint6
     return 0;
 }
 
-int _mb_broker_handle(mb_broker *b, uint32_t slot, const mb_msg *m, uint64_t now,
-                      const char **why)
+int _mb_broker_handle(mb_broker *b, uint32_t slot, const mb_msg *m, uint64_t now, const char **why)
 {
     static const char *none = "";
     *why = none;
@@ -401,7 +404,8 @@ int _mb_broker_handle(mb_broker *b, uint32_t slot, const mb_msg *m, uint64_t now
         if (m->type == MB_T_REQUEST) {
             p->deadline = now + b->cfg.request_timeout_ms;
         } else {
-            uint32_t t = m->timeout_ms < b->cfg.reserve_max_ms ? m->timeout_ms : b->cfg.reserve_max_ms;
+            uint32_t t =
+                m->timeout_ms < b->cfg.reserve_max_ms ? m->timeout_ms : b->cfg.reserve_max_ms;
             p->try_only = t == 0;
             p->deadline = now + t;
         }
@@ -435,8 +439,10 @@ int _mb_broker_handle(mb_broker *b, uint32_t slot, const mb_msg *m, uint64_t now
         send(b, slot, &r);
         return 0;
     }
-    case MB_T_GIVEBACK_REPLY: return on_giveback_reply(b, slot, m, now, why);
-    default: return refuse(b, slot, m, -EPROTO, why, "not a record a client may send");
+    case MB_T_GIVEBACK_REPLY:
+        return on_giveback_reply(b, slot, m, now, why);
+    default:
+        return refuse(b, slot, m, -EPROTO, why, "not a record a client may send");
     }
 }
 

@@ -53,10 +53,10 @@ typedef struct mb_bclient {
     uint64_t held;
     uint32_t outstanding; /* its waiting requests */
     /* give-back */
-    bool gb_active;        /* asked, no answer yet */
-    uint32_t gb_seq;       /* seq of the last give-back it was asked */
-    uint64_t gb_target;    /* pages asked in the active one */
-    uint64_t gb_deadline;  /* answer by */
+    bool gb_active;         /* asked, no answer yet */
+    uint32_t gb_seq;        /* seq of the last give-back it was asked */
+    uint64_t gb_target;     /* pages asked in the active one */
+    uint64_t gb_deadline;   /* answer by */
     uint64_t gb_rest_until; /* not asked again before */
 } mb_bclient;
 
@@ -93,9 +93,8 @@ typedef struct mb_broker {
 
 /* clients: capacity entries; pending: capacity * MB_MAX_INFLIGHT entries;
  * both owned by the caller. log may be NULL. */
-void _mb_broker_init(mb_broker *b, const mb_broker_cfg *cfg, mb_bclient *clients,
-                     uint32_t capacity, mb_pending *pending, mb_send_fn send, mb_log_fn log,
-                     void *ctx);
+void _mb_broker_init(mb_broker *b, const mb_broker_cfg *cfg, mb_bclient *clients, uint32_t capacity,
+                     mb_pending *pending, mb_send_fn send, mb_log_fn log, void *ctx);
 
 /* A new connection. Returns its slot, or -EBUSY when the table is full. */
 int _mb_broker_attach(mb_broker *b, uint32_t pid, uint32_t uid, const char *comm);
@@ -109,8 +108,7 @@ void _mb_broker_detach(mb_broker *b, uint32_t slot, uint64_t now);
  * been sent; the caller logs it with `why`): -EPROTO out of order or not a
  * client record, -EINVAL returning more than held, -EBUSY too many requests
  * waiting. */
-int _mb_broker_handle(mb_broker *b, uint32_t slot, const mb_msg *m, uint64_t now,
-                      const char **why);
+int _mb_broker_handle(mb_broker *b, uint32_t slot, const mb_msg *m, uint64_t now, const char **why);
 
 /* Handles deadlines that have passed. */
 void _mb_broker_tick(mb_broker *b, uint64_t now);

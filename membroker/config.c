@@ -51,11 +51,20 @@ bool _mb_parse_size(const char *s, uint64_t *out)
     if (!parse_u64(s, &p, &v)) return false;
     unsigned shift = 0;
     switch (toupper((unsigned char)*p)) {
-    case 'K': shift = 10; break;
-    case 'M': shift = 20; break;
-    case 'G': shift = 30; break;
-    case 'T': shift = 40; break;
-    default: break;
+    case 'K':
+        shift = 10;
+        break;
+    case 'M':
+        shift = 20;
+        break;
+    case 'G':
+        shift = 30;
+        break;
+    case 'T':
+        shift = 40;
+        break;
+    default:
+        break;
     }
     if (shift) {
         p++;
@@ -94,7 +103,8 @@ bool _mb_parse_pool(const char *s, mb_pool_spec *out, const char **why)
             *why = "expected \"all-except SIZE\"";
             return false;
         }
-        while (*p == ' ' || *p == '\t') p++;
+        while (*p == ' ' || *p == '\t')
+            p++;
         uint64_t v;
         if (!_mb_parse_size(p, &v)) {
             *why = "bad size after all-except (e.g. all-except 256M)";
@@ -131,7 +141,9 @@ uint64_t _mb_pool_pages(const mb_pool_spec *spec, uint64_t mem_total, uint64_t p
 {
     uint64_t bytes;
     switch (spec->mode) {
-    case MB_POOL_BYTES: bytes = spec->value; break;
+    case MB_POOL_BYTES:
+        bytes = spec->value;
+        break;
     case MB_POOL_PERCENT:
         if (mem_total == 0) {
             *why = "MemTotal unknown (/proc/meminfo unreadable)";
@@ -150,7 +162,9 @@ uint64_t _mb_pool_pages(const mb_pool_spec *spec, uint64_t mem_total, uint64_t p
         }
         bytes = mem_total - spec->value;
         break;
-    default: *why = "bad pool mode"; return 0;
+    default:
+        *why = "bad pool mode";
+        return 0;
     }
     uint64_t pages = bytes / page_size;
     if (pages == 0) {
@@ -273,7 +287,8 @@ unsigned _mb_config_parse(mb_config *cfg, const char *text, size_t len, const ch
     size_t pos = 0;
     while (pos < len) {
         size_t start = pos;
-        while (pos < len && text[pos] != '\n') pos++;
+        while (pos < len && text[pos] != '\n')
+            pos++;
         size_t n = pos - start;
         pos++; /* past '\n' */
         lineno++;
@@ -294,14 +309,18 @@ unsigned _mb_config_parse(mb_config *cfg, const char *text, size_t len, const ch
         if (hash) *hash = '\0';
         /* trim */
         char *s = line;
-        while (isspace((unsigned char)*s)) s++;
+        while (isspace((unsigned char)*s))
+            s++;
         char *e = s + strlen(s);
-        while (e > s && isspace((unsigned char)e[-1])) *--e = '\0';
+        while (e > s && isspace((unsigned char)e[-1]))
+            *--e = '\0';
         if (!*s) continue;
         char *key = s;
-        while (*s && !isspace((unsigned char)*s)) s++;
+        while (*s && !isspace((unsigned char)*s))
+            s++;
         if (*s) *s++ = '\0';
-        while (isspace((unsigned char)*s)) s++;
+        while (isspace((unsigned char)*s))
+            s++;
         const char *why;
         if (!_mb_config_set(cfg, key, s, &why)) {
             report_line(report, ctx, file, lineno, key, *s ? s : NULL, why);

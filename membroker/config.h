@@ -13,9 +13,9 @@
 #include <stdint.h>
 
 typedef enum mb_pool_mode {
-    MB_POOL_BYTES = 0,   /* POOL 512M */
-    MB_POOL_PERCENT,     /* POOL 80%  (of MemTotal) */
-    MB_POOL_ALL_EXCEPT,  /* POOL all-except 256M  (MemTotal minus that) */
+    MB_POOL_BYTES = 0,  /* POOL 512M */
+    MB_POOL_PERCENT,    /* POOL 80%  (of MemTotal) */
+    MB_POOL_ALL_EXCEPT, /* POOL all-except 256M  (MemTotal minus that) */
 } mb_pool_mode;
 
 typedef struct mb_pool_spec {

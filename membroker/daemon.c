@@ -45,9 +45,9 @@
 #define MAX_OVERRIDES 16
 
 typedef struct conn {
-    int fd; /* -1: slot free */
-    bool doomed;   /* close after the current event */
-    bool pollout;  /* EPOLLOUT registered */
+    int fd;       /* -1: slot free */
+    bool doomed;  /* close after the current event */
+    bool pollout; /* EPOLLOUT registered */
     uint32_t pid, uid;
     uint32_t bad;
     uint32_t out_head, out_len;
@@ -83,7 +83,7 @@ static struct daemon {
 static void logv(int level, const char *fmt, va_list ap)
 {
     if (level > D.log_level) return;
-    static const char *const names[8] = {"emerg", "alert", "crit", "error",
+    static const char *const names[8] = {"emerg",   "alert",  "crit", "error",
                                          "warning", "notice", "info", "debug"};
     char line[600];
     int n = 0;
@@ -145,7 +145,8 @@ static int activated_socket(void)
     unsetenv("LISTEN_FDS");
     unsetenv("LISTEN_FDNAMES");
     if (n < 1) return -1;
-    for (long i = 1; i < n; i++) close((int)(3 + i)); /* we listen on one socket */
+    for (long i = 1; i < n; i++)
+        close((int)(3 + i)); /* we listen on one socket */
     int fd = 3, type = 0, domain = 0;
     socklen_t len = sizeof type;
     if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0 || type != SOCK_SEQPACKET) {
@@ -231,8 +232,8 @@ static void reload(void)
         D.log_level = nc.log_level;
         mb_broker_cfg bc = broker_cfg();
         _mb_broker_configure(&D.broker, &bc, now_ms());
-        logm(6, "reloaded %s: pool %llu pages, %llu free", D.config_path,
-             (unsigned long long)pages, (unsigned long long)_mb_broker_free(&D.broker));
+        logm(6, "reloaded %s: pool %llu pages, %llu free", D.config_path, (unsigned long long)pages,
+             (unsigned long long)_mb_broker_free(&D.broker));
     }
     sd_notify_("READY=1");
 }
@@ -406,11 +407,10 @@ static void on_bad_record(uint32_t slot, int err, const mb_msg *m, ssize_t len)
     int status = err == MB_PERR_VERSION ? -EPROTONOSUPPORT
                  : err == MB_PERR_TYPE  ? -EOPNOTSUPP
                                         : -EBADMSG;
-    bool fatal = err == MB_PERR_SIZE || err == MB_PERR_MAGIC || err == MB_PERR_VERSION ||
-                 c->bad > MAX_BAD;
-    logm(4, "pid %u (%s): bad record (%zd bytes, type %u): %s%s", c->pid,
-         D.bclients[slot].comm, len, m->type, _mb_proto_strerror(err),
-         fatal ? ": disconnecting" : "");
+    bool fatal =
+        err == MB_PERR_SIZE || err == MB_PERR_MAGIC || err == MB_PERR_VERSION || c->bad > MAX_BAD;
+    logm(4, "pid %u (%s): bad record (%zd bytes, type %u): %s%s", c->pid, D.bclients[slot].comm,
+         len, m->type, _mb_proto_strerror(err), fatal ? ": disconnecting" : "");
     mb_msg r = {.type = MB_T_ERROR,
                 .seq = m->seq,
                 .status = status,
@@ -619,7 +619,8 @@ static int parse_args(int argc, char **argv, bool *check_only)
             continue;
         }
         size_t k = 0;
-        while (k < sizeof map / sizeof map[0] && strcmp(a, map[k].opt) != 0) k++;
+        while (k < sizeof map / sizeof map[0] && strcmp(a, map[k].opt) != 0)
+            k++;
         if (k == sizeof map / sizeof map[0]) {
             fprintf(stderr, "membrokerd: unknown option %s\n", a);
             usage(stderr);
@@ -647,7 +648,8 @@ static bool setup_tables(void)
         logm(3, "cannot allocate a client table of %u entries", D.capacity);
         return false;
     }
-    for (uint32_t i = 0; i < D.capacity; i++) D.conns[i].fd = -1;
+    for (uint32_t i = 0; i < D.capacity; i++)
+        D.conns[i].fd = -1;
     mb_broker_cfg bc = broker_cfg();
     _mb_broker_init(&D.broker, &bc, D.bclients, D.capacity, D.pending, on_send, broker_log, NULL);
     return true;
@@ -699,8 +701,10 @@ static void loop(void)
     struct epoll_event evs[64];
     for (;;) {
         uint64_t now = now_ms(), next = _mb_broker_next_deadline(&D.broker, now);
-        int timeout = next == UINT64_MAX ? -1 : next <= now ? 0 : next - now > 60000 ? 60000
-                                                                                   : (int)(next - now);
+        int timeout = next == UINT64_MAX   ? -1
+                      : next <= now        ? 0
+                      : next - now > 60000 ? 60000
+                                           : (int)(next - now);
         int n = epoll_wait(D.ep, evs, 64, timeout);
         if (n < 0 && errno != EINTR) {
             logm(3, "epoll_wait: %s", strerror(errno));

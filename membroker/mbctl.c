@@ -26,10 +26,11 @@ static const char *sock_path; /* NULL: $MEMBROKER_SOCKET or the default */
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: mbctl [--socket PATH] status [--json]\n"
-               "       mbctl [--socket PATH] query [--json]\n"
-               "       mbctl [--socket PATH] hold [--reserve] [--timeout MS] [--give-back] AMOUNT\n"
-               "AMOUNT: bytes with an optional K/M/G suffix (rounded up to pages), or pages as Np\n");
+    fprintf(f,
+            "usage: mbctl [--socket PATH] status [--json]\n"
+            "       mbctl [--socket PATH] query [--json]\n"
+            "       mbctl [--socket PATH] hold [--reserve] [--timeout MS] [--give-back] AMOUNT\n"
+            "AMOUNT: bytes with an optional K/M/G suffix (rounded up to pages), or pages as Np\n");
 }
 
 static int fail(const char *what, int err)
@@ -103,15 +104,15 @@ static int cmd_status(int argc, char **argv)
                    i ? "," : "", ci->pid, ci->uid);
             json_string(ci->comm);
             printf(", \"kind\": \"%s\", \"held_pages\": %" PRIu64 ", \"waiting_pages\": %" PRIu64
-                   ", \"outstanding_requests\": %" PRIu32 ", \"giveback_pending\": %s, \"slot\": %" PRIu32
-                   "}",
+                   ", \"outstanding_requests\": %" PRIu32
+                   ", \"giveback_pending\": %s, \"slot\": %" PRIu32 "}",
                    kind_name(ci->kind), ci->held_pages, ci->waiting_pages, ci->outstanding,
                    ci->giveback_pending ? "true" : "false", ci->slot);
         }
         printf("%s]}\n", s.n ? "\n  " : "");
     } else {
-        printf("pool %" PRIu64 " pages (%" PRIu64 " KiB), free %" PRIu64 " pages, page size %" PRIu64
-               ", clients %" PRIu32 " of %" PRIu32 "\n",
+        printf("pool %" PRIu64 " pages (%" PRIu64 " KiB), free %" PRIu64
+               " pages, page size %" PRIu64 ", clients %" PRIu32 " of %" PRIu32 "\n",
                pool.pool_pages, pool.pool_pages * pool.page_size / 1024, pool.free_pages,
                pool.page_size, pool.clients, pool.capacity);
         if (s.n)
@@ -247,7 +248,8 @@ static int cmd_hold(int argc, char **argv)
            held * b.page_size, pages);
     fflush(stdout);
 
-    struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = mb_client_fd(&c), .events = POLLIN}};
+    struct pollfd p[2] = {{.fd = sfd, .events = POLLIN},
+                          {.fd = mb_client_fd(&c), .events = POLLIN}};
     for (;;) {
         if (poll(p, 2, -1) < 0) {
             if (errno == EINTR) continue;

@@ -47,7 +47,9 @@ typedef struct layout {
 
 static const layout layouts[MB_T_COUNT_] = {
     [MB_T_HELLO] = {"HELLO", true, {{F_KIND, 16}}},
-    [MB_T_WELCOME] = {"WELCOME", false, {{F_PAGE_SIZE, 16}, {F_POOL, 24}, {F_CURSOR, 32}, {F_COUNT, 36}}},
+    [MB_T_WELCOME] = {"WELCOME",
+                      false,
+                      {{F_PAGE_SIZE, 16}, {F_POOL, 24}, {F_CURSOR, 32}, {F_COUNT, 36}}},
     [MB_T_REQUEST] = {"REQUEST", true, {{F_PAGES, 16}}},
     [MB_T_RESERVE] = {"RESERVE", true, {{F_PAGES, 16}, {F_TIMEOUT, 24}}},
     [MB_T_RETURN] = {"RETURN", true, {{F_PAGES, 16}}},
@@ -55,7 +57,9 @@ static const layout layouts[MB_T_COUNT_] = {
     [MB_T_STATUS] = {"STATUS", true, {{F_CURSOR, 16}}},
     [MB_T_GRANT] = {"GRANT", false, {{F_PAGES, 16}, {F_HELD, 24}}},
     [MB_T_RETURNED] = {"RETURNED", false, {{F_HELD, 16}}},
-    [MB_T_BALANCE] = {"BALANCE", false, {{F_HELD, 16}, {F_POOL, 24}, {F_FREE, 32}, {F_PAGE_SIZE, 40}}},
+    [MB_T_BALANCE] = {"BALANCE",
+                      false,
+                      {{F_HELD, 16}, {F_POOL, 24}, {F_FREE, 32}, {F_PAGE_SIZE, 40}}},
     [MB_T_STATUS_ENTRY] = {"STATUS_ENTRY",
                            false,
                            {{F_HELD, 16},
@@ -90,29 +94,46 @@ static const layout *layout_of(uint16_t type)
 static uint64_t *u64_field(mb_msg *m, field f)
 {
     switch (f) {
-    case F_PAGES: return &m->pages;
-    case F_HELD: return &m->held;
-    case F_POOL: return &m->pool;
-    case F_FREE: return &m->free;
-    case F_PAGE_SIZE: return &m->page_size;
-    case F_WAITING: return &m->waiting;
-    default: return NULL;
+    case F_PAGES:
+        return &m->pages;
+    case F_HELD:
+        return &m->held;
+    case F_POOL:
+        return &m->pool;
+    case F_FREE:
+        return &m->free;
+    case F_PAGE_SIZE:
+        return &m->page_size;
+    case F_WAITING:
+        return &m->waiting;
+    default:
+        return NULL;
     }
 }
 
 static uint32_t *u32_field(mb_msg *m, field f)
 {
     switch (f) {
-    case F_KIND: return &m->kind;
-    case F_TIMEOUT: return &m->timeout_ms;
-    case F_URGENCY: return &m->urgency;
-    case F_CURSOR: return &m->cursor;
-    case F_PID: return &m->pid;
-    case F_UID: return &m->uid;
-    case F_COUNT: return &m->count;
-    case F_CAPACITY: return &m->capacity;
-    case F_FLAGS: return &m->flags;
-    default: return NULL;
+    case F_KIND:
+        return &m->kind;
+    case F_TIMEOUT:
+        return &m->timeout_ms;
+    case F_URGENCY:
+        return &m->urgency;
+    case F_CURSOR:
+        return &m->cursor;
+    case F_PID:
+        return &m->pid;
+    case F_UID:
+        return &m->uid;
+    case F_COUNT:
+        return &m->count;
+    case F_CAPACITY:
+        return &m->capacity;
+    case F_FLAGS:
+        return &m->flags;
+    default:
+        return NULL;
     }
 }
 
@@ -148,15 +169,25 @@ static bool valid(const mb_msg *m, const layout *l)
         case F_COMM:
             if (m->comm[sizeof m->comm - 1] != '\0') return false;
             break;
-        default: break;
+        default:
+            break;
         }
     }
     return true;
 }
 
-static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, sizeof v); }
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, sizeof v); }
-static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, sizeof v); }
+static void put16(uint8_t *p, uint16_t v)
+{
+    memcpy(p, &v, sizeof v);
+}
+static void put32(uint8_t *p, uint32_t v)
+{
+    memcpy(p, &v, sizeof v);
+}
+static void put64(uint8_t *p, uint64_t v)
+{
+    memcpy(p, &v, sizeof v);
+}
 
 static uint16_t get16(const uint8_t *p)
 {
@@ -258,12 +289,19 @@ const char *_mb_msg_type_name(uint16_t type)
 const char *_mb_proto_strerror(int err)
 {
     switch (err) {
-    case 0: return "ok";
-    case MB_PERR_SIZE: return "wrong record size";
-    case MB_PERR_MAGIC: return "bad magic";
-    case MB_PERR_VERSION: return "unsupported protocol version";
-    case MB_PERR_TYPE: return "unknown record type";
-    case MB_PERR_FIELD: return "field out of range or non-zero unused bytes";
-    default: return "unknown protocol error";
+    case 0:
+        return "ok";
+    case MB_PERR_SIZE:
+        return "wrong record size";
+    case MB_PERR_MAGIC:
+        return "bad magic";
+    case MB_PERR_VERSION:
+        return "unsupported protocol version";
+    case MB_PERR_TYPE:
+        return "unknown record type";
+    case MB_PERR_FIELD:
+        return "field out of range or non-zero unused bytes";
+    default:
+        return "unknown protocol error";
     }
 }

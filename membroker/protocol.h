@@ -27,11 +27,9 @@
  *   GIVEBACK_REPLY pages@16 (released; counted as returned)
  *
  *   daemon -> client
- *   WELCOME        page_size@16 pool@24 cursor@32 (u32, its slot) count@36 (u32, requests in flight allowed)
- *   GRANT          pages@16 (granted) held@24
- *   RETURNED       held@16
- *   BALANCE        held@16 pool@24 free@32 page_size@40
- *   STATUS_ENTRY   held@16 waiting@24 comm@32 (16 bytes, NUL-terminated)
+ *   WELCOME        page_size@16 pool@24 cursor@32 (u32, its slot) count@36 (u32, requests in flight
+ * allowed) GRANT          pages@16 (granted) held@24 RETURNED       held@16 BALANCE        held@16
+ * pool@24 free@32 page_size@40 STATUS_ENTRY   held@16 waiting@24 comm@32 (16 bytes, NUL-terminated)
  *                  pid@48 uid@52 cursor@56 (slot) kind@60 count@64 (outstanding)
  *                  flags@68 (MB_ENTRY_GIVEBACK)
  *   STATUS_END     pool@16 free@24 page_size@32 cursor@40 (next slot)

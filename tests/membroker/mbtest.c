@@ -88,10 +88,12 @@ void mbt_spawn(mbt_daemon *d, const char *const *args, int listen_fd, bool captu
     const char *w = getenv("MESON_EXE_WRAPPER");
     if (w && *w) {
         snprintf(wrapper, sizeof wrapper, "%s", w);
-        for (char *tok = strtok(wrapper, " "); tok && n < 8; tok = strtok(NULL, " ")) argv[n++] = tok;
+        for (char *tok = strtok(wrapper, " "); tok && n < 8; tok = strtok(NULL, " "))
+            argv[n++] = tok;
     }
     argv[n++] = daemon;
-    for (size_t i = 0; args && args[i] && n < 39; i++) argv[n++] = args[i];
+    for (size_t i = 0; args && args[i] && n < 39; i++)
+        argv[n++] = args[i];
     argv[n] = NULL;
     pid_t pid = fork();
     assert_true(pid >= 0);
@@ -150,7 +152,8 @@ void mbt_start(mbt_daemon *d, const char *pool, const char *const *extra)
     args[n++] = d->sock;
     args[n++] = "--pool";
     args[n++] = pool;
-    for (size_t i = 0; extra && extra[i] && n < 23; i++) args[n++] = extra[i];
+    for (size_t i = 0; extra && extra[i] && n < 23; i++)
+        args[n++] = extra[i];
     args[n] = NULL;
     mbt_spawn(d, args, -1, false);
     if (!mbt_wait_notify(d, "READY=1")) fail_msg("membrokerd did not become ready");

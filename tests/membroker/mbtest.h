@@ -16,11 +16,11 @@
 
 typedef struct mbt_daemon {
     pid_t pid;
-    int notify_fd;       /* datagram socket the daemon notifies */
-    int stderr_fd;       /* read end of the daemon's stderr, or -1 (inherited) */
-    char dir[64];        /* temporary directory */
-    char sock[100];      /* dir/mb.sock */
-    char notify[100];    /* dir/notify.sock */
+    int notify_fd;    /* datagram socket the daemon notifies */
+    int stderr_fd;    /* read end of the daemon's stderr, or -1 (inherited) */
+    char dir[64];     /* temporary directory */
+    char sock[100];   /* dir/mb.sock */
+    char notify[100]; /* dir/notify.sock */
 } mbt_daemon;
 
 /* Makes the temporary directory and the notify socket; no daemon yet. */

@@ -108,9 +108,8 @@ static uint32_t client(mb_kind kind)
 static uint32_t ask(uint32_t slot, uint16_t type, uint64_t pages, uint32_t timeout)
 {
     uint32_t seq = ++W.seq;
-    assert_int_equal(handle(slot, (mb_msg){.type = type, .seq = seq, .pages = pages,
-                                           .timeout_ms = timeout}),
-                     0);
+    assert_int_equal(
+        handle(slot, (mb_msg){.type = type, .seq = seq, .pages = pages, .timeout_ms = timeout}), 0);
     return seq;
 }
 
@@ -359,7 +358,7 @@ static void test_urgent_first(void **state)
     uint32_t qv = ask(v, MB_T_RESERVE, 10, 1000);
     no_more_out(); /* a is already being asked */
     handle(a, (mb_msg){.type = MB_T_GIVEBACK_REPLY, .seq = g1.m.seq, .pages = 10});
-    expect_grant(v, qv, 10, 0); /* the later RESERVE first */
+    expect_grant(v, qv, 10, 0);                  /* the later RESERVE first */
     sent g2 = expect_giveback(a, 10, MB_NORMAL); /* then more for the REQUEST */
     handle(a, (mb_msg){.type = MB_T_GIVEBACK_REPLY, .seq = g2.m.seq, .pages = 10});
     expect_grant(r, qr, 10, 0);
@@ -398,9 +397,9 @@ static void test_giveback_reply_more_than_held(void **state)
     expect_grant(a, ask(a, MB_T_REQUEST, POOL, 0), POOL, 0);
     uint32_t seq = ask(b, MB_T_RESERVE, 10, 1000);
     sent gb = expect_giveback(a, 10, MB_URGENT);
-    assert_int_equal(handle(a, (mb_msg){.type = MB_T_GIVEBACK_REPLY, .seq = gb.m.seq,
-                                        .pages = POOL + 1}),
-                     -EINVAL);
+    assert_int_equal(
+        handle(a, (mb_msg){.type = MB_T_GIVEBACK_REPLY, .seq = gb.m.seq, .pages = POOL + 1}),
+        -EINVAL);
     expect_error(a, -EINVAL);
     assert_int_equal(W.clients[a].held, POOL);
     assert_false(W.clients[a].gb_active); /* counts as 0 */
@@ -413,20 +412,23 @@ static void test_inflight_limit_and_table_full(void **state)
     (void)state;
     uint32_t a = client(MB_SIMPLE), b = client(MB_SIMPLE);
     expect_grant(a, ask(a, MB_T_REQUEST, POOL, 0), POOL, 0);
-    for (int i = 0; i < MB_MAX_INFLIGHT; i++) ask(b, MB_T_RESERVE, 1, 1000);
+    for (int i = 0; i < MB_MAX_INFLIGHT; i++)
+        ask(b, MB_T_RESERVE, 1, 1000);
     no_more_out();
     const char *why;
     mb_msg m = {.type = MB_T_RESERVE, .seq = 999, .pages = 1, .timeout_ms = 1000};
     assert_int_equal(_mb_broker_handle(&W.b, b, &m, W.now, &why), -EBUSY);
     expect_grant(b, 999, 0, -EBUSY);
-    for (int i = 2; i < CAP; i++) client(MB_SIMPLE);
+    for (int i = 2; i < CAP; i++)
+        client(MB_SIMPLE);
     assert_int_equal(_mb_broker_attach(&W.b, 1, 1, "x"), -EBUSY);
 }
 
 static void test_status_batches(void **state)
 {
     (void)state;
-    for (int i = 0; i < CAP; i++) client(i % 2 ? MB_BIDIRECTIONAL : MB_SIMPLE);
+    for (int i = 0; i < CAP; i++)
+        client(i % 2 ? MB_BIDIRECTIONAL : MB_SIMPLE);
     expect_grant(1, ask(1, MB_T_REQUEST, 7, 0), 7, 0);
     _mb_broker_detach(&W.b, 2, W.now);
     uint32_t cursor = 0, entries = 0;

@@ -110,8 +110,19 @@ static void test_pool_forms(void **state)
     assert_int_equal(p.value, UINT64_C(1) << 30);
     assert_true(_mb_parse_pool("8G", &p, &why)); /* more than 4 GiB on 32-bit too */
     assert_int_equal(p.value, UINT64_C(8) << 30);
-    const char *bad[] = {"0%", "101%", "%", "12.5%", "all-except", "all-except x", "all-exceptional 1M",
-                         "0", "-5M", "banana", "5Q", "1.5G", ""};
+    const char *bad[] = {"0%",
+                         "101%",
+                         "%",
+                         "12.5%",
+                         "all-except",
+                         "all-except x",
+                         "all-exceptional 1M",
+                         "0",
+                         "-5M",
+                         "banana",
+                         "5Q",
+                         "1.5G",
+                         ""};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         why = NULL;
         if (_mb_parse_pool(bad[i], &p, &why)) fail_msg("POOL \"%s\" accepted", bad[i]);
@@ -173,20 +184,20 @@ static void test_bad_lines_with_numbers(void **state)
     (void)state;
     mb_config c;
     recorder r;
-    const char *text = "POOL 1G\n"                  /* 1 ok */
-                       "POOL\n"                     /* 2 missing value */
-                       "FROBNICATE 3\n"             /* 3 unknown key */
-                       "SOCKET relative.sock\n"     /* 4 */
-                       "SOCKET_MODE 0999\n"         /* 5 not octal */
-                       "REQUEST_TIMEOUT -1\n"       /* 6 */
-                       "GIVEBACK_TIMEOUT 0\n"       /* 7 below 1 */
-                       "MAX_CLIENTS 0\n"            /* 8 */
-                       "MAX_CLIENTS 99999999999\n"  /* 9 */
-                       "LOG_LEVEL loud\n"           /* 10 */
-                       "RESERVE_MAX_TIMEOUT 1e3\n"  /* 11 */
-                       "SOCKET_GROUP a b\n"         /* 12 */
-                       "POOL 110%\n"                /* 13 */
-                       "MAX_CLIENTS 12\n";          /* 14 ok */
+    const char *text = "POOL 1G\n"                 /* 1 ok */
+                       "POOL\n"                    /* 2 missing value */
+                       "FROBNICATE 3\n"            /* 3 unknown key */
+                       "SOCKET relative.sock\n"    /* 4 */
+                       "SOCKET_MODE 0999\n"        /* 5 not octal */
+                       "REQUEST_TIMEOUT -1\n"      /* 6 */
+                       "GIVEBACK_TIMEOUT 0\n"      /* 7 below 1 */
+                       "MAX_CLIENTS 0\n"           /* 8 */
+                       "MAX_CLIENTS 99999999999\n" /* 9 */
+                       "LOG_LEVEL loud\n"          /* 10 */
+                       "RESERVE_MAX_TIMEOUT 1e3\n" /* 11 */
+                       "SOCKET_GROUP a b\n"        /* 12 */
+                       "POOL 110%\n"               /* 13 */
+                       "MAX_CLIENTS 12\n";         /* 14 ok */
     assert_int_equal(parse(&c, text, &r), 12);
     unsigned want[] = {2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13};
     for (unsigned i = 0; i < 12; i++) {
@@ -218,7 +229,8 @@ static void test_long_line_and_nul(void **state)
     const char with_nul[] = "POOL 1M\nPO\0OL 2M\n";
     memset(&r, 0, sizeof r);
     _mb_config_defaults(&c);
-    assert_int_equal(_mb_config_parse(&c, with_nul, sizeof with_nul - 1, "nul.conf", record, &r), 1);
+    assert_int_equal(_mb_config_parse(&c, with_nul, sizeof with_nul - 1, "nul.conf", record, &r),
+                     1);
     assert_int_equal(r.line[0], 2);
 }
 

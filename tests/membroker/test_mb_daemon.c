@@ -273,7 +273,8 @@ static void test_malformed_input(void **state)
     /* garbage: error, then disconnect (framing cannot be trusted) */
     int fd = mbt_raw_connect(d->sock);
     uint8_t junk[MB_MSG_SIZE];
-    for (size_t i = 0; i < sizeof junk; i++) junk[i] = (uint8_t)(i * 37 + 11);
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk[i] = (uint8_t)(i * 37 + 11);
     mbt_raw_send(fd, junk, sizeof junk);
     expect_error(fd, -EBADMSG);
     expect_eof(fd);
@@ -380,9 +381,11 @@ static void test_malformed_input(void **state)
 
     /* a client that keeps sending garbage with a valid header is cut off */
     fd = mbt_raw_connect(d->sock);
-    for (int i = 0; i < 40; i++) mbt_raw_send(fd, badkind, sizeof badkind);
+    for (int i = 0; i < 40; i++)
+        mbt_raw_send(fd, badkind, sizeof badkind);
     int errors = 0;
-    while (mbt_raw_recv(fd, &m) == 1) errors++;
+    while (mbt_raw_recv(fd, &m) == 1)
+        errors++;
     assert_true(errors > 0 && errors < 40);
     close(fd);
     assert_true(mbt_alive(d));
@@ -399,7 +402,8 @@ static void test_connection_flood(void **state)
     mbt_start(&d, POOL, extra);
     enum { N = 60 };
     int fds[N];
-    for (int i = 0; i < N; i++) fds[i] = mbt_raw_connect(d.sock);
+    for (int i = 0; i < N; i++)
+        fds[i] = mbt_raw_connect(d.sock);
     int welcomed = 0, refused = 0;
     for (int i = 0; i < N; i++) {
         mb_msg h = {.type = MB_T_HELLO, .seq = 1, .kind = MB_SIMPLE}, m;
@@ -419,11 +423,12 @@ static void test_connection_flood(void **state)
     assert_int_equal(mb_client_connect(&c, d.sock, MB_SIMPLE, NULL, NULL), -EBUSY);
     assert_false(mb_client_connected(&c));
     mb_client_close(&c);
-    for (int i = 0; i < N; i++) close(fds[i]);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
     /* the daemon sees the closes in its own time: wait until a slot is free */
     int rc;
-    for (int tries = 0; (rc = mb_client_connect(&c, d.sock, MB_SIMPLE, NULL, NULL)) == -EBUSY &&
-                        tries < 2000;
+    for (int tries = 0;
+         (rc = mb_client_connect(&c, d.sock, MB_SIMPLE, NULL, NULL)) == -EBUSY && tries < 2000;
          tries++)
         usleep(10000);
     assert_int_equal(rc, 0);
@@ -585,8 +590,7 @@ int main(void)
                                         teardown_daemon),
         cmocka_unit_test_setup_teardown(test_killed_client_returns_quota, setup_daemon,
                                         teardown_daemon),
-        cmocka_unit_test_setup_teardown(test_silent_giveback_client, setup_daemon,
-                                        teardown_daemon),
+        cmocka_unit_test_setup_teardown(test_silent_giveback_client, setup_daemon, teardown_daemon),
         cmocka_unit_test_setup_teardown(test_malformed_input, setup_daemon, teardown_daemon),
         cmocka_unit_test(test_connection_flood),
         cmocka_unit_test_setup_teardown(test_fork_child_not_registered, setup_daemon,

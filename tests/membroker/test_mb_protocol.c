@@ -18,7 +18,9 @@ static mb_msg sample(uint16_t type)
 {
     mb_msg m = {.type = type, .seq = 0x01020304u};
     switch (type) {
-    case MB_T_HELLO: m.kind = 1; break;
+    case MB_T_HELLO:
+        m.kind = 1;
+        break;
     case MB_T_WELCOME:
         m.page_size = 4096;
         m.pool = 1000;
@@ -27,13 +29,18 @@ static mb_msg sample(uint16_t type)
         break;
     case MB_T_REQUEST:
     case MB_T_RETURN:
-    case MB_T_GIVEBACK_REPLY: m.pages = MB_MAX_PAGES; break;
+    case MB_T_GIVEBACK_REPLY:
+        m.pages = MB_MAX_PAGES;
+        break;
     case MB_T_RESERVE:
         m.pages = 77;
         m.timeout_ms = 0xfffffffeu;
         break;
-    case MB_T_QUERY: break;
-    case MB_T_STATUS: m.cursor = 9; break;
+    case MB_T_QUERY:
+        break;
+    case MB_T_STATUS:
+        m.cursor = 9;
+        break;
     case MB_T_GRANT:
         m.status = -ETIMEDOUT;
         m.pages = 5;
@@ -78,7 +85,8 @@ static mb_msg sample(uint16_t type)
         m.status = -EPROTO;
         m.flags = MB_T_REQUEST;
         break;
-    default: fail_msg("no sample for type %u", type);
+    default:
+        fail_msg("no sample for type %u", type);
     }
     return m;
 }
@@ -250,10 +258,11 @@ static void test_fields_out_of_range(void **state)
 static void test_direction_and_names(void **state)
 {
     (void)state;
-    uint16_t from_client[] = {MB_T_HELLO, MB_T_REQUEST, MB_T_RESERVE, MB_T_RETURN,
+    uint16_t from_client[] = {MB_T_HELLO, MB_T_REQUEST, MB_T_RESERVE,       MB_T_RETURN,
                               MB_T_QUERY, MB_T_STATUS,  MB_T_GIVEBACK_REPLY};
     unsigned n = 0;
-    for (uint16_t t = 0; t < MB_T_COUNT_ + 2; t++) n += _mb_msg_from_client(t);
+    for (uint16_t t = 0; t < MB_T_COUNT_ + 2; t++)
+        n += _mb_msg_from_client(t);
     assert_int_equal(n, sizeof from_client / sizeof from_client[0]);
     for (size_t i = 0; i < sizeof from_client / sizeof from_client[0]; i++)
         assert_true(_mb_msg_from_client(from_client[i]));
@@ -267,12 +276,9 @@ static void test_direction_and_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip_every_type),
-        cmocka_unit_test(test_header_layout),
-        cmocka_unit_test(test_wrong_sizes_refused),
-        cmocka_unit_test(test_bad_magic_version_type),
-        cmocka_unit_test(test_no_byte_ignored),
-        cmocka_unit_test(test_fields_out_of_range),
+        cmocka_unit_test(test_round_trip_every_type), cmocka_unit_test(test_header_layout),
+        cmocka_unit_test(test_wrong_sizes_refused),   cmocka_unit_test(test_bad_magic_version_type),
+        cmocka_unit_test(test_no_byte_ignored),       cmocka_unit_test(test_fields_out_of_range),
         cmocka_unit_test(test_direction_and_names),
     };
     return cmocka_run_group_tests_name("membroker_protocol", tests, NULL, NULL);
