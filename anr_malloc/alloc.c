@@ -31,6 +31,11 @@ static void *alloc_debug(anr_mheap *h, unsigned dbg, size_t size, size_t align, 
     uintptr_t frames[ANR_MAX_STACK_DEPTH];
     unsigned nframes = 0;
     uint32_t ri = 0;
+    /* During a collection the block must be marked before the sweep may
+     * judge it: announce the allocation until it is (see gc.c). */
+    bool in_gc = atomic_load(&h->gc_running);
+    if (in_gc)
+        pthread_rwlock_rdlock(&h->gc_gate);
     if (h->has_side && ((dbg & (ANR_DEBUG_GUARDS | ANR_DEBUG_STACKS)) || h->vg)) {
         pthread_mutex_lock(&h->dlock);
         ri = _am_rec_take(h);
@@ -61,6 +66,8 @@ static void *alloc_debug(anr_mheap *h, unsigned dbg, size_t size, size_t align, 
         }
         if (op && (dbg & ANR_DEBUG_FDR))
             _am_fdr_add(h, op, NULL, NULL, size, caller);
+        if (in_gc)
+            pthread_rwlock_unlock(&h->gc_gate);
         _am_alloc_failed(h, size, hooks);
         return NULL;
     }
@@ -98,8 +105,10 @@ static void *alloc_debug(anr_mheap *h, unsigned dbg, size_t size, size_t align, 
         pthread_mutex_unlock(&h->dlock);
     }
     /* A block born during a collection is not garbage. */
-    if (atomic_load(&h->gc_running))
+    if (in_gc || atomic_load(&h->gc_running))
         _am_tab_set_epoch(h, _am_gi(h, u), atomic_load(&h->epoch));
+    if (in_gc)
+        pthread_rwlock_unlock(&h->gc_gate);
     if (op && (dbg & ANR_DEBUG_FDR))
         _am_fdr_add(h, op, u, NULL, size, caller);
     return u;
@@ -125,6 +134,7 @@ static void free_debug(anr_mheap *h, unsigned dbg, uint8_t *u, unsigned op, uint
 {
     uint8_t *b = u;
     size_t size = 0;
+    uint32_t dying = 0;
     bool have = false, guard_bad = false;
     uintptr_t frames[ANR_MAX_STACK_DEPTH];
     unsigned nframes = 0;
@@ -142,11 +152,9 @@ static void free_debug(anr_mheap *h, unsigned dbg, uint8_t *u, unsigned op, uint
             b = u - r->front;
             if ((r->flags & _AM_REC_GUARDED) && !_am_guards_ok(h, r, detail, sizeof(detail)))
                 guard_bad = true;
+            r->flags = (uint16_t)((r->flags & ~_AM_REC_LIVE) | _AM_REC_DYING);
             _am_rec_close(h, r);
-            _am_tab_set_ri(h, _am_gi(h, u), 0);
-            if (b != u)
-                _am_tab_set_ri(h, _am_gi(h, b), 0);
-            _am_rec_give(h, ri);
+            dying = ri;
             atomic_fetch_sub(&h->live_records, 1);
         }
         pthread_mutex_unlock(&h->dlock);
@@ -158,6 +166,7 @@ static void free_debug(anr_mheap *h, unsigned dbg, uint8_t *u, unsigned op, uint
             anr_core_free(h->core, b); /* reports it */
             return;
         }
+        /* (a block with a record is live: its record said so under dlock) */
         size_t usable = anr_core_usable_size(h->core, b);
         if (dbg & ANR_DEBUG_TRASH_FREE) {
             _am_vg_undefined(h, b, usable);
@@ -175,6 +184,16 @@ static void free_debug(anr_mheap *h, unsigned dbg, uint8_t *u, unsigned op, uint
     if (op && (dbg & ANR_DEBUG_FDR))
         _am_fdr_add(h, op, u, NULL, size, caller);
     anr_core_free(h->core, b);
+    if (dying) {
+        /* The record stayed findable by block while the engine freed it, so
+         * a concurrent sweep never judged the block by the wrong granule. */
+        pthread_mutex_lock(&h->dlock);
+        _am_tab_clear_ri(h, _am_gi(h, u), dying);
+        if (b != u)
+            _am_tab_clear_ri(h, _am_gi(h, b), dying);
+        _am_rec_give(h, dying);
+        pthread_mutex_unlock(&h->dlock);
+    }
 }
 
 void _am_free(anr_mheap *h, void *p, unsigned op, uintptr_t caller)
@@ -337,7 +356,12 @@ void *anr_heap_memalign(anr_mheap *h, size_t align, size_t size)
     return do_memalign(h, align, size, CALLER);
 }
 
-void anr_heap_free(anr_mheap *h, void *p) { _am_free(h, p, ANR_FDR_FREE, CALLER); }
+void anr_heap_free(anr_mheap *h, void *p)
+{
+    int saved = errno;
+    _am_free(h, p, ANR_FDR_FREE, CALLER);
+    errno = saved;
+}
 
 size_t anr_heap_usable_size(anr_mheap *h, const void *p) { return do_usable(h, p); }
 

@@ -57,6 +57,14 @@ void _am_tab_set_ri(anr_mheap *h, size_t gi, uint32_t ri)
         ;
 }
 
+void _am_tab_clear_ri(anr_mheap *h, size_t gi, uint32_t ri)
+{
+    uint32_t old = tab_load(h, gi);
+    while ((old & _AM_RI_MASK) == ri &&
+           !atomic_compare_exchange_weak(&h->table[gi], &old, old & ~_AM_RI_MASK))
+        ;
+}
+
 void _am_tab_set_epoch(anr_mheap *h, size_t gi, uint32_t epoch)
 {
     uint32_t old = tab_load(h, gi);
@@ -88,7 +96,7 @@ uint32_t _am_rec_find_block(anr_mheap *h, const void *b)
     if (!ri || ri >= h->rec_hwm)
         return 0;
     _am_rec *r = _am_rec_open(h, ri);
-    bool ok = (r->flags & _AM_REC_LIVE) && h->span + r->block_off == (uintptr_t)b;
+    bool ok = (r->flags & (_AM_REC_LIVE | _AM_REC_DYING)) && h->span + r->block_off == (uintptr_t)b;
     _am_rec_close(h, r);
     return ok ? ri : 0;
 }

@@ -27,18 +27,21 @@ static bool collect(void *ctx, void *p, size_t usable)
 }
 
 /* What is known of the engine block b: its user pointer, size, record. */
-static void describe(anr_mheap *h, void *b, size_t usable, anr_block_info *out,
+/* Returns false if the block is being freed (its owner is freeing it now). */
+static bool describe(anr_mheap *h, void *b, size_t usable, anr_block_info *out,
                      const void **frames)
 {
     memset(out, 0, sizeof(*out));
     out->ptr = b;
     out->size = usable;
-    if (!h->has_side || !atomic_load_explicit(&h->live_records, memory_order_relaxed))
-        return;
+    if (!h->has_side)
+        return true;
+    bool alive = true;
     pthread_mutex_lock(&h->dlock);
     uint32_t ri = _am_rec_find_block(h, b);
     if (ri) {
         _am_rec *r = _am_rec_open(h, ri);
+        alive = !(r->flags & _AM_REC_DYING);
         out->ptr = (uint8_t *)b + r->front;
         out->size = r->size;
         out->has_debug_info = r->flags & _AM_REC_INFO;
@@ -52,6 +55,7 @@ static void describe(anr_mheap *h, void *b, size_t usable, anr_block_info *out,
         _am_rec_close(h, r);
     }
     pthread_mutex_unlock(&h->dlock);
+    return alive;
 }
 
 int anr_block_get_info(const void *p, anr_block_info *out, const void **frames)
@@ -70,8 +74,8 @@ int anr_block_get_info(const void *p, anr_block_info *out, const void **frames)
             void *b = (void *)(h->span + r->block_off);
             _am_rec_close(h, r);
             pthread_mutex_unlock(&h->dlock);
-            describe(h, b, 0, out, frames);
-            return out->ptr == p ? 0 : EINVAL;
+            bool alive = describe(h, b, 0, out, frames);
+            return alive && out->ptr == p ? 0 : EINVAL;
         }
     }
     if (anr_core_check(h->core, p) != ANR_ERR_NONE)
@@ -80,6 +84,30 @@ int anr_block_get_info(const void *p, anr_block_info *out, const void **frames)
     out->ptr = (void *)p;
     out->size = anr_core_usable_size(h->core, p);
     return 0;
+}
+
+/* True if the block the walk saw at b is still the one `info` describes:
+ * live in the engine, with the same record (or still none). */
+static bool unchanged(anr_mheap *h, void *b, const anr_block_info *info)
+{
+    bool same;
+    if (!h->has_side)
+        return anr_core_check(h->core, b) == ANR_ERR_NONE;
+    pthread_mutex_lock(&h->dlock);
+    uint32_t ri = _am_rec_find_block(h, b);
+    if (info->seq || info->has_debug_info) {
+        same = false;
+        if (ri) {
+            _am_rec *r = _am_rec_open(h, ri);
+            same = (r->flags & _AM_REC_LIVE) && r->seq == info->seq &&
+                   (uint8_t *)b + r->front == (uint8_t *)info->ptr;
+            _am_rec_close(h, r);
+        }
+    } else {
+        same = !ri && anr_core_check(h->core, b) == ANR_ERR_NONE;
+    }
+    pthread_mutex_unlock(&h->dlock);
+    return same;
 }
 
 /* --- marking --- */
@@ -131,21 +159,39 @@ int anr_heap_gc(anr_mheap *h, unsigned flags, anr_leak_fn on_leak, void *ctx, an
     const void *from = NULL;
     do {
         batch bt;
+        bool garbage[BATCH];
         bt.n = 0;
         const void *next = anr_core_walk(h->core, from, collect, &bt);
+        /* Judge the batch with new allocations held at the gate: each block
+         * is then either marked, born marked, or its owner's to explain. */
+        pthread_rwlock_wrlock(&h->gc_gate);
         for (size_t i = 0; i < bt.n; i++) {
             const void *frames[ANR_MAX_STACK_DEPTH];
             anr_block_info info;
-            describe(h, bt.b[i].p, bt.b[i].usable, &info, frames);
+            garbage[i] = false;
+            if (!describe(h, bt.b[i].p, bt.b[i].usable, &info, frames))
+                continue; /* its owner is freeing it */
             size_t gi = _am_gi(h, info.ptr);
             uint32_t e = atomic_load(&h->table[gi]) >> _AM_EPOCH_SHIFT;
-            res.live++;
             if (e)
                 _am_tab_set_epoch(h, gi, 0); /* outside a collection no block is marked */
-            if (e == epoch) {
+            if (!unchanged(h, bt.b[i].p, &info))
+                continue; /* freed (or replaced) since the walk: not ours to judge */
+            res.live++;
+            if (e == epoch)
                 res.marked++;
+            else
+                garbage[i] = true;
+        }
+        pthread_rwlock_unlock(&h->gc_gate);
+        /* Report and free with no lock held: on_leak may call into the heap. */
+        for (size_t i = 0; i < bt.n; i++) {
+            if (!garbage[i])
                 continue;
-            }
+            const void *frames[ANR_MAX_STACK_DEPTH];
+            anr_block_info info;
+            if (!describe(h, bt.b[i].p, bt.b[i].usable, &info, frames))
+                continue;
             res.garbage++;
             res.garbage_bytes += info.size;
             if ((flags & ANR_GC_REPORT) && on_leak)
@@ -186,8 +232,8 @@ void anr_heap_foreach(anr_mheap *h, void (*fn)(void *ctx, const anr_block_info *
         for (size_t i = 0; i < bt.n; i++) {
             const void *frames[ANR_MAX_STACK_DEPTH];
             anr_block_info info;
-            describe(h, bt.b[i].p, bt.b[i].usable, &info, frames);
-            fn(ctx, &info);
+            if (describe(h, bt.b[i].p, bt.b[i].usable, &info, frames))
+                fn(ctx, &info);
         }
         from = next;
     } while (from);

@@ -216,6 +216,7 @@ static anr_mheap *create(const anr_options *opts, bool is_default)
     lock_init(&h->cb_lock);
     lock_init(&h->dlock);
     lock_init(&h->gc_lock);
+    pthread_rwlock_init(&h->gc_gate, NULL); /* readers first: a callback may allocate again */
     if (debug) {
         h->fdr = (_am_fdr_slot *)(side + off_fdr);
         h->fdr_cap = fdr_cap;
@@ -249,6 +250,7 @@ void anr_heap_destroy(anr_mheap *h)
     pthread_mutex_destroy(&h->cb_lock);
     pthread_mutex_destroy(&h->dlock);
     pthread_mutex_destroy(&h->gc_lock);
+    pthread_rwlock_destroy(&h->gc_gate);
     _am_vg_defined(h, h->side, h->side_size);
     munmap(h->side, h->side_size);
 }

@@ -50,6 +50,8 @@ enum {
     _AM_REC_LIVE = 0x1,
     _AM_REC_GUARDED = 0x2,
     _AM_REC_INFO = 0x4, /* debug_info set */
+    _AM_REC_DYING = 0x8, /* being freed: findable by block (so a sweep does not
+                          * misjudge it) until the engine has freed it */
 };
 
 typedef struct _am_rec {
@@ -120,6 +122,11 @@ struct anr_mheap {
     pthread_mutex_t gc_lock;
     _Atomic bool gc_running;
     _Atomic uint32_t epoch;
+    /* An allocation that begins during a collection holds gc_gate shared
+     * from before its engine call until its block is marked; the sweep holds
+     * it exclusive while it judges a batch, so it never sees a new block
+     * before that block's mark. */
+    pthread_rwlock_t gc_gate;
 
     char verify_msg[256];
 
@@ -161,9 +168,11 @@ _am_rec *_am_rec_open(anr_mheap *h, uint32_t ri); /* dlock held; Valgrind: acces
 void _am_rec_close(anr_mheap *h, _am_rec *r);
 /* dlock held: the live record whose user pointer is p, or 0. */
 uint32_t _am_rec_find(anr_mheap *h, const void *p);
-/* dlock held: the live record whose engine block is b, or 0. */
+/* dlock held: the live or dying record whose engine block is b, or 0. */
 uint32_t _am_rec_find_block(anr_mheap *h, const void *b);
 void _am_tab_set_ri(anr_mheap *h, size_t gi, uint32_t ri);
+/* Clears the record index at gi if it is still ri (a newer block may own it). */
+void _am_tab_clear_ri(anr_mheap *h, size_t gi, uint32_t ri);
 void _am_tab_set_epoch(anr_mheap *h, size_t gi, uint32_t epoch);
 void _am_write_guards(anr_mheap *h, uint8_t *block, size_t front, uint8_t *end);
 /* Checks a record's guards (dlock held, record open); false + detail if damaged. */

@@ -130,7 +130,8 @@ size_t anr_heap_usable_size(anr_mheap *heap, const void *ptr);
 void *anr_heap_malloc_if_available(anr_mheap *heap, size_t size);
 
 /* --- callbacks --- */
-/* "Need more memory": `size` could not be had. Free what you can (caches,
+/* "Need more memory": `size` bytes could not be had (the engine's size: it
+ * includes guard bytes when guards are on). Free what you can (caches,
  * a GC, quota from a broker...) and return the bytes freed; 0 means "nothing":
  * when every callback of a round returns 0 the allocation fails. */
 typedef size_t (*anr_more_memory_fn)(void *ctx, anr_mheap *heap, size_t size);
@@ -265,10 +266,10 @@ size_t anr_block_format(anr_mheap *heap, const anr_block_info *b, bool json, cha
                         size_t cap);
 
 /* --- debug kit --- */
-/* Switches ANR_DEBUG_* flags (all but ANR_DEBUG_VALGRIND, fixed at creation).
- * Blocks keep what they were given at allocation (a guarded block stays
- * guarded). Returns the previous flags, or ~0u for a no_debug heap asked for
- * anything but FDR-free flags... (see README). */
+/* Switches ANR_DEBUG_* flags (all but ANR_DEBUG_VALGRIND, fixed at creation;
+ * a no_debug heap ignores them all). Blocks keep what they were given at
+ * allocation: a guarded block stays guarded, a recorded stack stays. Returns
+ * the previous flags (with ANR_DEBUG_VALGRIND if that is on). */
 unsigned anr_heap_set_debug(anr_mheap *heap, unsigned flags);
 unsigned anr_heap_get_debug(const anr_mheap *heap);
 /* Frames kept per new stack (1..the heap's stack_depth). */
