@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -473,6 +474,45 @@ static void test_fork_child_not_registered(void **state)
     mb_client_close(&c);
 }
 
+typedef struct shared_client {
+    mb_client c;
+    int failures;
+} shared_client;
+
+static void *hammer(void *arg)
+{
+    shared_client *sc = arg;
+    for (int i = 0; i < 200; i++) {
+        int64_t got = mb_request(&sc->c, 2);
+        if (got != 2 || mb_return(&sc->c, 2) != 0)
+            __atomic_add_fetch(&sc->failures, 1, __ATOMIC_RELAXED);
+        mb_balance b;
+        if (mb_query(&sc->c, &b) != 0) __atomic_add_fetch(&sc->failures, 1, __ATOMIC_RELAXED);
+        mb_client_dispatch(&sc->c);
+    }
+    return NULL;
+}
+
+/* Several threads share one client: every call gets its own reply. */
+static void test_threads_share_a_client(void **state)
+{
+    mbt_daemon *d = *state;
+    static shared_client sc;
+    sc.failures = 0;
+    assert_int_equal(mb_client_connect(&sc.c, d->sock, MB_BIDIRECTIONAL, give_all_asked, NULL), 0);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, hammer, &sc), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(sc.failures, 0);
+    mb_balance b;
+    assert_int_equal(mb_query(&sc.c, &b), 0);
+    assert_int_equal(b.held_pages, 0);
+    assert_int_equal(b.free_pages, pool_pages());
+    mb_client_close(&sc.c);
+}
+
 /* No daemon: connect fails cleanly. */
 static void test_no_daemon(void **state)
 {
@@ -595,6 +635,7 @@ int main(void)
         cmocka_unit_test(test_connection_flood),
         cmocka_unit_test_setup_teardown(test_fork_child_not_registered, setup_daemon,
                                         teardown_daemon),
+        cmocka_unit_test_setup_teardown(test_threads_share_a_client, setup_daemon, teardown_daemon),
         cmocka_unit_test_setup_teardown(test_no_daemon, setup_daemon, teardown_daemon),
         cmocka_unit_test(test_socket_activation),
         cmocka_unit_test(test_config_and_reload),
