@@ -29,7 +29,11 @@
  * anr_heap_gc() calls them, each calls anr_mark() on every block it still
  * owns; the blocks left unmarked are garbage: reported (address, size,
  * allocation stack, client debug data) and/or freed. Blocks allocated while a
- * collection runs count as marked.
+ * collection runs count as marked, and blocks their owners free meanwhile are
+ * left alone. Contract: a block malloc returned before a collection started
+ * must be reachable by a marker when that marker runs (a subsystem that
+ * allocates concurrently with anr_heap_gc() holds, across malloc-and-publish,
+ * a lock its marker also takes).
  *
  * The debug kit, switchable per heap at run time (anr_heap_set_debug) or from
  * a config string (anr_debug_parse): flight data recorder, guard words, call
