@@ -3,12 +3,17 @@
 #include <errno.h>
 #include <stdalign.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
 #define ALIGN (alignof(max_align_t))
 #define DEFAULT_CEILING 1024u
 #define DEFAULT_ROUNDS 4u
+#define DEFAULT_TC_SLOTS 256u
+#define DEFAULT_DECAY_MS 1000u
+/* The quiet-time clock is read on one unlock in this many. */
+#define DECAY_CHECK_EVERY 64u
 
 size_t anr_core_alignment(void) { return ALIGN; }
 
@@ -18,6 +23,7 @@ void anr_core_default_options(anr_core_options *opts)
     opts->page_ceiling = DEFAULT_CEILING;
     opts->page_floor = DEFAULT_CEILING / 4;
     opts->more_memory_rounds = DEFAULT_ROUNDS;
+    opts->decay_ms = DEFAULT_DECAY_MS;
 }
 
 /* --- the lock --- */
@@ -53,18 +59,56 @@ bool _anr_trylock(anr_heap *h)
     return true;
 }
 
-bool _anr_unlock(anr_heap *h)
+static uint64_t now_ns(void)
 {
-    drain_deferred(h);
-    bool over = h->pages_dirty > h->ceiling;
-    pthread_mutex_unlock(&h->lock);
-    return over;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void unlock_and_purge(anr_heap *h, bool may_block)
+/* Lock held. True if dirty pages have sat longer than the decay time. The
+ * clock starts at the first check that sees dirty pages. */
+static bool decay_due(anr_heap *h)
 {
-    if (_anr_unlock(h))
-        _anr_purge(h, h->floor, may_block);
+    uint64_t now = now_ns();
+    if (!h->dirty_since) {
+        h->dirty_since = now;
+        return false;
+    }
+    return now - h->dirty_since >= h->decay_ns;
+}
+
+size_t _anr_unlock(anr_heap *h)
+{
+    drain_deferred(h);
+    size_t target = _ANR_NO_PURGE;
+    if (h->pages_dirty > h->ceiling) {
+        target = h->floor;
+    } else if (!h->pages_dirty) {
+        h->dirty_since = 0;
+    } else if (h->decay_ns && ++h->decay_ticks % DECAY_CHECK_EVERY == 0 && decay_due(h)) {
+        target = 0;
+        h->dirty_since = 0;
+    }
+    pthread_mutex_unlock(&h->lock);
+    return target;
+}
+
+void _anr_unlock_and_purge(anr_heap *h, bool may_block)
+{
+    size_t target = _anr_unlock(h);
+    if (target != _ANR_NO_PURGE)
+        _anr_purge(h, target, may_block);
+}
+
+size_t anr_core_tick(anr_heap *h)
+{
+    _anr_lock(h);
+    bool due = h->pages_dirty && h->decay_ns && decay_due(h);
+    if (due)
+        h->dirty_since = 0;
+    _anr_unlock(h);
+    return due ? _anr_purge(h, 0, true) : 0;
 }
 
 void _anr_note_peak(anr_heap *h)
@@ -108,8 +152,16 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
         return EINVAL;
     }
 
-    /* Layout: heap struct, then the page map (64 B per data page), then data. */
-    size_t head = (sizeof(anr_heap) + page - 1) & ~(page - 1);
+    /* Layout: heap struct, thread-cache table, then the page map (64 B per
+     * data page), then data. */
+    uint32_t slots = opts->thread_cache ? (opts->tcache_slots ? opts->tcache_slots : DEFAULT_TC_SLOTS) : 0;
+    if (slots > 65536)
+        slots = 65536;
+    size_t head = (sizeof(anr_heap) + slots * sizeof(_anr_tcache) + page - 1) & ~(page - 1);
+    if (head >= size / 2) {
+        _anr_os_release(map, size);
+        return EINVAL;
+    }
     size_t avail = size - head;
     size_t npages = avail / (page + sizeof(_anr_page));
     size_t pm_bytes = (npages * sizeof(_anr_page) + page - 1) & ~(page - 1);
@@ -132,6 +184,8 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
     if (h->floor > h->ceiling)
         h->floor = h->ceiling;
     h->limit_pages = (opts->limit + page - 1) / page;
+    h->decay_ns = opts->decay_ms == UINT32_MAX ? 0 : (uint64_t)opts->decay_ms * 1000000u;
+    _anr_tc_init(h, opts, (_anr_tcache *)(map + sizeof(anr_heap)), slots);
     h->fifo_head = h->fifo_tail = _ANR_NIL;
     for (unsigned f = 0; f < _ANR_FL_COUNT; f++)
         for (unsigned s = 0; s < _ANR_SL_COUNT; s++)
@@ -150,6 +204,8 @@ void anr_core_destroy(anr_heap *h)
 {
     if (!h)
         return;
+    if (atomic_load(&h->tc_key_state) == 2)
+        pthread_key_delete(h->tc_key);
     pthread_mutex_destroy(&h->lock);
     _anr_os_release(h->map, h->map_size);
 }
@@ -198,6 +254,15 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
         return NULL;
     if (size == 0)
         size = 1;
+    if (h->tc_on && size <= h->cls[h->tc_classes - 1].size && align == ALIGN) {
+        unsigned cls = h->class_of[(size + 15) >> 4];
+        void *p = _anr_tc_alloc(h, cls);
+        if (p) {
+            if (flags & ANR_ALLOC_ZERO)
+                memset(p, 0, size);
+            return p;
+        }
+    }
     if (size > h->map_size) {
         _anr_lock(h);
         h->alloc_failures++;
@@ -213,7 +278,7 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
         _anr_lock(h);
         void *p = try_alloc(h, size, align, &zero, &res);
         if (p) {
-            unlock_and_purge(h, true);
+            _anr_unlock_and_purge(h, true);
             if ((flags & ANR_ALLOC_ZERO) && !zero)
                 memset(p, 0, size);
             return p;
@@ -222,8 +287,12 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
                           atomic_load(&h->purged_pending) != _ANR_NIL;
         _anr_unlock(h);
 
-        /* Past the limit (or the mapping): hand back dirty pages first, they
-         * count against the limit and block coalescing... */
+        /* Past the limit (or the mapping): take back what thread caches
+         * hold (this thread's now, the others' at their next call) and hand
+         * back dirty pages, which count against the limit and block
+         * coalescing... */
+        if (!purged)
+            _anr_tc_flush_all(h);
         if (!purged && have_dirty) {
             purged = true;
             _anr_purge(h, 0, true);
@@ -245,7 +314,7 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
 
 /* --- free --- */
 
-static void report(anr_heap *h, anr_error err, anr_op op, const void *p)
+void _anr_report(anr_heap *h, anr_error err, anr_op op, const void *p)
 {
     atomic_fetch_add_explicit(&h->bad_pointers, 1, memory_order_relaxed);
     if (h->hooks.on_error)
@@ -256,7 +325,12 @@ static void report(anr_heap *h, anr_error err, anr_op op, const void *p)
 static void free_obj(anr_heap *h, const _anr_obj *o)
 {
     if (o->slab) {
-        _anr_slab_free(h, o->head, o->idx);
+        _anr_page *e = &h->pages[o->head];
+        if (e->owner) /* a thread cache's slab: its owner collects it */
+            _anr_tc_push_locked(h, o->head, _anr_page_addr(h, o->head) +
+                                                (size_t)o->idx * h->cls[e->cls].size);
+        else
+            _anr_slab_free(h, o->head, o->idx);
         return;
     }
     uint32_t n = h->pages[o->head].len;
@@ -270,7 +344,7 @@ void _anr_free_locked(anr_heap *h, void *p, anr_op op)
     _anr_obj o;
     anr_error err = _anr_lookup(h, p, &o);
     if (err != ANR_ERR_NONE) {
-        report(h, err, op, p);
+        _anr_report(h, err, op, p);
         return;
     }
     free_obj(h, &o);
@@ -287,9 +361,17 @@ static void drain_deferred(anr_heap *h)
     void *p = atomic_exchange_explicit(&h->deferred, NULL, memory_order_acquire);
     while (p) {
         void *next = *(void **)p;
-        _anr_free_locked(h, p, ANR_OP_FREE);
+        _anr_obj o;
+        anr_error err = _anr_lookup(h, p, &o);
+        if (err != ANR_ERR_NONE) {
+            /* Already free (a double free queued twice, or a cycle): its
+             * link cannot be trusted; stop here. */
+            _anr_report(h, err, ANR_OP_FREE, p);
+            return;
+        }
+        free_obj(h, &o);
         if (next && !_anr_in_data(h, next)) {
-            report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, next);
+            _anr_report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, next);
             return;
         }
         p = next;
@@ -302,9 +384,12 @@ anr_error anr_core_free(anr_heap *h, void *p)
         return ANR_ERR_NONE;
     if (!_anr_in_data(h, p)) {
         anr_error err = anr_core_owns(h, p) ? ANR_ERR_NOT_AN_OBJECT : ANR_ERR_FOREIGN;
-        report(h, err, ANR_OP_FREE, p);
+        _anr_report(h, err, ANR_OP_FREE, p);
         return err;
     }
+    anr_error err;
+    if (h->tc_on && _anr_tc_free(h, p, &err))
+        return err;
     if (!_anr_trylock(h)) {
         /* Never block: queue it for whoever holds the lock. */
         void *old = atomic_load_explicit(&h->deferred, memory_order_relaxed);
@@ -317,12 +402,12 @@ anr_error anr_core_free(anr_heap *h, void *p)
         return ANR_ERR_NONE;
     }
     _anr_obj o;
-    anr_error err = _anr_lookup(h, p, &o);
+    err = _anr_lookup(h, p, &o);
     if (err == ANR_ERR_NONE)
         free_obj(h, &o);
     else
-        report(h, err, ANR_OP_FREE, p);
-    unlock_and_purge(h, false);
+        _anr_report(h, err, ANR_OP_FREE, p);
+    _anr_unlock_and_purge(h, false);
     return err;
 }
 
@@ -344,7 +429,7 @@ void *anr_core_realloc(anr_heap *h, void *p, size_t size, anr_error *errp)
     anr_error err = _anr_lookup(h, p, &o);
     if (err != ANR_ERR_NONE) {
         _anr_unlock(h);
-        report(h, err, ANR_OP_REALLOC, p);
+        _anr_report(h, err, ANR_OP_REALLOC, p);
         *errp = err;
         return NULL;
     }
@@ -365,7 +450,7 @@ void *anr_core_realloc(anr_heap *h, void *p, size_t size, anr_error *errp)
         if (m < n) {
             _anr_run_shrink(h, o.head, n, (uint32_t)m);
             h->bytes_in_use -= (n - m) << h->page_shift;
-            unlock_and_purge(h, true);
+            _anr_unlock_and_purge(h, true);
             return p;
         }
         if (m <= h->npages && _anr_run_grow(h, o.head, n, (uint32_t)m) == _ANR_RUN_OK) {
@@ -394,7 +479,7 @@ size_t anr_core_usable_size(anr_heap *h, const void *p)
     anr_error err = _anr_lookup(h, p, &o);
     _anr_unlock(h);
     if (err != ANR_ERR_NONE) {
-        report(h, err, ANR_OP_USABLE_SIZE, p);
+        _anr_report(h, err, ANR_OP_USABLE_SIZE, p);
         return 0;
     }
     return o.usable;
@@ -423,11 +508,13 @@ void anr_core_set_page_ceiling(anr_heap *h, size_t ceiling, size_t floor)
     _anr_lock(h);
     h->ceiling = ceiling;
     h->floor = floor > ceiling ? ceiling : floor;
-    unlock_and_purge(h, true);
+    _anr_unlock_and_purge(h, true);
 }
 
 size_t anr_core_purge(anr_heap *h, bool all)
 {
+    if (all)
+        _anr_tc_flush_all(h);
     return _anr_purge(h, all ? 0 : h->floor, true);
 }
 
@@ -446,7 +533,13 @@ void anr_core_get_stats(anr_heap *h, anr_core_stats *s)
     s->pages_high_water = h->top_max;
     s->metadata_bytes = h->pm_offset + (size_t)h->pm_hwm * sizeof(_anr_page);
     s->alloc_failures = h->alloc_failures;
+    size_t cached_objs;
+    _anr_tc_cached(h, &cached_objs, &s->bytes_cached);
+    s->thread_caches = h->tc_active;
     _anr_unlock(h);
+    /* Cached free slots are counted in use by the heap until they come back. */
+    s->bytes_in_use -= s->bytes_cached < s->bytes_in_use ? s->bytes_cached : s->bytes_in_use;
+    s->objects_in_use -= cached_objs < s->objects_in_use ? cached_objs : s->objects_in_use;
     s->pages_purged = atomic_load(&h->pages_purged);
     s->madvise_calls = atomic_load(&h->madvise_calls);
     s->deferred_frees = atomic_load(&h->deferred_frees);
@@ -465,4 +558,7 @@ void anr_core_fork_child(anr_heap *h)
     /* The child's thread has a new id and a PI mutex remembers its owner:
      * make a fresh lock rather than unlocking the parent's. */
     lock_create(&h->lock);
+    _anr_lock(h);
+    _anr_tc_fork_child(h);
+    _anr_unlock(h);
 }

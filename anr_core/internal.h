@@ -43,6 +43,9 @@ enum {
     _ANR_PK_SLAB_INNER, /* other pages of a slab; len = offset to the head */
 };
 #define _ANR_TAIL 0x80u
+
+/* Where an owned slab sits in its thread cache. */
+enum { _ANR_TC_CUR = 0, _ANR_TC_AVAIL, _ANR_TC_FULL };
 #define _ANR_KIND(e) ((e)->kind & 0x7fu)
 
 #define _ANR_BITMAP_WORDS (ANR_SLAB_MAX_OBJECTS / 64)
@@ -54,8 +57,21 @@ typedef struct _anr_page {
     uint16_t nfree;     /* slab: free slots */
     uint32_t len;       /* run: pages; slab inner: offset to the head */
     uint32_t prev, next; /* free run: bin list; slab: partial list; purging: pending list */
-    uint32_t fifo_prev, fifo_next; /* dirty free run: age order (oldest first) */
-    uint32_t spare[2];  /* keeps the entry 64 bytes where uint64_t is 4-aligned (i386) */
+    union {
+        struct {
+            uint32_t fifo_prev, fifo_next; /* dirty free run: age order (oldest first) */
+        };
+        struct {
+            /* Slab owned by a thread cache (tcache.c): the cache's slot + 1,
+             * 0 = shared. Written under the lock; read by any thread. */
+            uint32_t owner;
+            uint32_t where; /* owner only: _ANR_TC_CUR, _ANR_TC_AVAIL or _ANR_TC_FULL */
+        };
+    };
+    /* Owned slab: frees from other threads, a lock-free list of objects
+     * tagged with bit 0 (_ANR_REMOTE_OWNED). 0 = shared slab. Unused by
+     * other kinds (always 0 there). Also keeps the entry 64 bytes on i386. */
+    _Atomic uint64_t remote;
     uint64_t bits[_ANR_BITMAP_WORDS]; /* slab: 1 = slot in use (or past the last slot) */
 } _anr_page;
 
@@ -86,6 +102,20 @@ typedef struct _anr_class {
 /* Runs purged per pass: madvise calls are made from a stack array of this size. */
 #define _ANR_PURGE_BATCH 32
 
+/* A thread's cache (tcache.c). A fixed table of these sits after the heap
+ * struct; a slot is taken on a thread's first small allocation. */
+typedef struct _anr_tcache {
+    anr_heap *heap;
+    uint32_t slot;          /* index in heap->tcaches */
+    uint32_t next_free;     /* free-slot list, under the heap lock */
+    bool active;
+    uint32_t epoch;         /* the heap's flush_epoch last seen */
+    _Atomic size_t cached_objs, cached_bytes; /* free slots in its slabs; only the owner writes */
+    /* Owned slabs per class: the one allocated from, those with free slots,
+     * and full ones (lists linked through the page map's prev/next). */
+    uint32_t cur[ANR_MAX_CLASSES], avail[ANR_MAX_CLASSES], full[ANR_MAX_CLASSES];
+} _anr_tcache;
+
 struct anr_heap {
     /* Set at init, then read-only. */
     uint8_t *map;            /* the mapping */
@@ -102,8 +132,23 @@ struct anr_heap {
     anr_core_hooks hooks;
     unsigned rounds;
     anr_purge_advice advice;
+    /* Thread caches, set at init. */
+    bool tc_on;
+    unsigned tc_classes;     /* classes [0, tc_classes) are cached */
+    size_t tc_max_bytes;     /* free bytes one cache may hold before it trims */
+    uint32_t tc_slots;
+    uint32_t tc_unused;      /* slots from here on were never handed out (under lock) */
+    _anr_tcache *tcaches;
+    uint64_t gen;            /* tells a thread's stale TLS from this heap */
+    pthread_key_t tc_key;    /* its destructor flushes an exiting thread's cache */
+    _Atomic int tc_key_state; /* 0 none, 1 being made, 2 ready, 3 failed */
+    _Atomic uint32_t flush_epoch; /* bumped to make every cache flush */
+    uint64_t decay_ns;       /* quiet time after which dirty pages go back */
 
     /* Under `lock`. */
+    uint32_t tc_free, tc_active;
+    uint64_t dirty_since;    /* first time a quiet-time check saw dirty pages (ns) */
+    uint32_t decay_ticks;    /* unlocks since the last quiet-time check */
     pthread_mutex_t lock;
     uint32_t top;            /* first never-used page; all above is NONE and zero */
     uint32_t pm_hwm;         /* entries below this may be resident */
@@ -201,11 +246,31 @@ size_t _anr_purge(anr_heap *h, size_t target, bool may_block);
 void _anr_drain_purged(anr_heap *h);
 void _anr_pagemap_trim(anr_heap *h);
 
+/* --- tcache.c --- */
+void _anr_tc_init(anr_heap *h, const anr_core_options *o, _anr_tcache *table, uint32_t slots);
+void *_anr_tc_alloc(anr_heap *h, unsigned cls);
+bool _anr_tc_free(anr_heap *h, void *p, anr_error *err);
+void _anr_tc_push_locked(anr_heap *h, uint32_t head, void *p);
+void _anr_tc_flush_all(anr_heap *h);
+void _anr_tc_cached(const anr_heap *h, size_t *objs, size_t *bytes);
+void _anr_tc_fork_child(anr_heap *h);
+
+/* --- slab.c: slabs handed to and from thread caches (lock held) --- */
+/* A slab of `cls` with free slots, off the partial list (new if none). */
+uint32_t _anr_slab_take(anr_heap *h, unsigned cls, _anr_run_result *res);
+/* Back from a cache: onto the partial list, or freed if empty. */
+void _anr_slab_put(anr_heap *h, uint32_t head);
+
 /* --- heap.c --- */
+void _anr_report(anr_heap *h, anr_error err, anr_op op, const void *p);
 void _anr_lock(anr_heap *h);
 bool _anr_trylock(anr_heap *h);
-/* Unlocks; returns true if dirty pages passed the ceiling. */
-bool _anr_unlock(anr_heap *h);
+/* Unlocks; returns the number of dirty pages to purge down to (the floor
+ * past the ceiling, 0 after the quiet time), or _ANR_NO_PURGE. */
+#define _ANR_NO_PURGE SIZE_MAX
+size_t _anr_unlock(anr_heap *h);
+/* Unlocks and runs the purge _anr_unlock asks for. */
+void _anr_unlock_and_purge(anr_heap *h, bool may_block);
 void _anr_free_locked(anr_heap *h, void *p, anr_op op);
 void _anr_note_peak(anr_heap *h);
 

@@ -15,6 +15,9 @@
 
 #define ALIGN (alignof(max_align_t))
 #define MAX_SLAB_PAGES 16u
+/* Classes up to 2 KiB get at least this many objects per slab, so that a
+ * thread cache refills (takes the lock) once per 16 objects or more. */
+#define MIN_OBJECTS 16u
 
 static const uint32_t default_sizes[] = {
     16,   32,   48,   64,   80,   96,   112,  128,  160,   192,   224,   256,
@@ -28,13 +31,18 @@ size_t anr_core_default_slab_sizes(const uint32_t **sizes)
     return sizeof(default_sizes) / sizeof(default_sizes[0]);
 }
 
-/* Pages per slab: the fewest that waste at most 1/16 of the slab, else the
- * least wasteful up to MAX_SLAB_PAGES. */
+/* Pages per slab: from enough for MIN_OBJECTS objects (classes up to 2 KiB),
+ * the fewest that waste at most 1/16 of the slab, else the least wasteful up
+ * to MAX_SLAB_PAGES. */
 static void size_slab(size_t page, uint32_t size, _anr_class *c)
 {
-    unsigned best_k = 1;
+    unsigned best_k = 0, k_min = 1;
+    if (size <= 2048)
+        k_min = (unsigned)((MIN_OBJECTS * size + page - 1) / page);
+    if (k_min > MAX_SLAB_PAGES)
+        k_min = MAX_SLAB_PAGES;
     size_t best_waste = SIZE_MAX;
-    for (unsigned k = 1; k <= MAX_SLAB_PAGES; k++) {
+    for (unsigned k = k_min; k <= MAX_SLAB_PAGES; k++) {
         size_t bytes = k * page;
         size_t nobj = bytes / size;
         if (nobj == 0)
@@ -170,6 +178,36 @@ void *_anr_slab_alloc(anr_heap *h, unsigned cls, _anr_run_result *res)
     return _anr_page_addr(h, head) + (size_t)(w * 64 + bit) * size;
 }
 
+uint32_t _anr_slab_take(anr_heap *h, unsigned cls, _anr_run_result *res)
+{
+    uint32_t head = h->partial[cls];
+    if (head == _ANR_NIL) {
+        head = slab_new(h, cls, res);
+        if (head == _ANR_NIL)
+            return _ANR_NIL;
+    }
+    partial_remove(h, cls, head);
+    *res = _ANR_RUN_OK;
+    return head;
+}
+
+static void slab_release(anr_heap *h, uint32_t head, const _anr_class *c)
+{
+    for (uint32_t i = 1; i < c->pages; i++)
+        memset(&h->pages[head + i], 0, sizeof(_anr_page));
+    _anr_run_free(h, head, c->pages);
+}
+
+void _anr_slab_put(anr_heap *h, uint32_t head)
+{
+    _anr_page *e = &h->pages[head];
+    const _anr_class *c = &h->cls[e->cls];
+    if (e->nfree == c->nobj)
+        slab_release(h, head, c);
+    else if (e->nfree)
+        partial_push(h, e->cls, head);
+}
+
 void _anr_slab_free(anr_heap *h, uint32_t head, unsigned idx)
 {
     _anr_page *e = &h->pages[head];
@@ -182,8 +220,6 @@ void _anr_slab_free(anr_heap *h, uint32_t head, unsigned idx)
         partial_push(h, cls, head);
     if (e->nfree == c->nobj) {
         partial_remove(h, cls, head);
-        for (uint32_t i = 1; i < c->pages; i++)
-            memset(&h->pages[head + i], 0, sizeof(_anr_page));
-        _anr_run_free(h, head, c->pages);
+        slab_release(h, head, c);
     }
 }

@@ -16,6 +16,18 @@ static const char *check_slab(const anr_heap *h, uint32_t pi, size_t *objs, size
     const _anr_class *c = &h->cls[e->cls];
     if (e->len != c->pages)
         return "slab length differs from its class";
+    if (e->owner) {
+        /* A thread cache's slab: its owner changes the bitmap without the
+         * lock, and the heap counts every slot in use until it comes back. */
+        if (e->owner > h->tc_slots || !h->tcaches[e->owner - 1].active ||
+            e->cls >= h->tc_classes)
+            return "owned slab is not held by an active cache";
+        *objs += c->nobj;
+        *bytes += (size_t)c->nobj * c->size;
+        return NULL;
+    }
+    if (atomic_load(&e->remote) != 0)
+        return "shared slab has a remote-free list";
     unsigned used = 0;
     for (unsigned i = 0; i < ANR_SLAB_MAX_OBJECTS; i++) {
         bool bit = e->bits[i >> 6] & ((uint64_t)1 << (i & 63));
@@ -96,7 +108,7 @@ const char *anr_core_verify(anr_heap *h)
         case _ANR_PK_SLAB:
             in_use += len;
             bad = check_slab(h, pi, &objs, &bytes);
-            if (!bad && e->nfree)
+            if (!bad && e->nfree && !e->owner)
                 partial++;
             break;
         default:

@@ -39,6 +39,12 @@ typedef enum gm_key {
     KEY_ON_ERROR,
     KEY_PURGE,
     KEY_STATS,
+    KEY_THREAD_CACHE,
+    KEY_THREAD_CACHE_MAX_SIZE,
+    KEY_THREAD_CACHE_BYTES,
+    KEY_DECAY_MS,
+    KEY_PURGE_THREAD,
+    KEY_MEMBROKER,
     KEY_COUNT,
     KEY_UNKNOWN = -1,
 } gm_key;
@@ -46,6 +52,8 @@ typedef enum gm_key {
 static const char *const key_names[KEY_COUNT] = {
     "MAPPING",  "LIMIT",    "PAGE_CEILING", "PAGE_FLOOR", "SLAB_SIZES",
     "ON_LIMIT", "ON_ERROR", "PURGE",        "STATS",
+    "THREAD_CACHE", "THREAD_CACHE_MAX_SIZE", "THREAD_CACHE_BYTES", "DECAY_MS",
+    "PURGE_THREAD", "MEMBROKER",
 };
 
 /* Why a value was refused: a static reason, optionally the token at fault
@@ -344,14 +352,45 @@ static bool set_key(gm_config *cfg, gm_key key, const char *v, size_t n, set_err
             return fail(e, "expected dontneed or free");
         return true;
     case KEY_STATS:
+    case KEY_THREAD_CACHE:
+    case KEY_PURGE_THREAD:
+    case KEY_MEMBROKER: {
+        bool v;
         if (eq_ci(word, wlen, "1") || eq_ci(word, wlen, "YES") || eq_ci(word, wlen, "ON") ||
             eq_ci(word, wlen, "TRUE"))
-            cfg->stats = true;
+            v = true;
         else if (eq_ci(word, wlen, "0") || eq_ci(word, wlen, "NO") || eq_ci(word, wlen, "OFF") ||
                  eq_ci(word, wlen, "FALSE"))
-            cfg->stats = false;
+            v = false;
         else
             return fail(e, "expected 0, 1, yes, no, on, off, true or false");
+        if (key == KEY_STATS)
+            cfg->stats = v;
+        else if (key == KEY_THREAD_CACHE)
+            cfg->thread_cache = v;
+        else if (key == KEY_PURGE_THREAD)
+            cfg->purge_thread = v;
+        else
+            cfg->membroker = v;
+        return true;
+    }
+    case KEY_THREAD_CACHE_MAX_SIZE:
+    case KEY_THREAD_CACHE_BYTES:
+        if ((st = parse_size(word, wlen, &num)) != NUM_OK) return fail_num(e, size_why, st);
+        if (key == KEY_THREAD_CACHE_MAX_SIZE)
+            cfg->tcache_max_size = num;
+        else
+            cfg->tcache_max_bytes = num;
+        return true;
+    case KEY_DECAY_MS:
+        if (eq_ci(word, wlen, "NEVER")) {
+            cfg->decay_ms = UINT32_MAX;
+            return true;
+        }
+        if ((st = parse_count(word, wlen, &num)) != NUM_OK) return fail_num(e, count_why, st);
+        if (num == 0 || num >= UINT32_MAX)
+            return fail(e, "expected milliseconds from 1 to 4294967294, or never");
+        cfg->decay_ms = (uint32_t)num;
         return true;
     default:
         return fail(e, "unknown key");
@@ -370,6 +409,8 @@ void gm_config_defaults(gm_config *cfg)
     cfg->on_error = GM_ON_ERROR_ABORT;
     cfg->purge_advice = ANR_PURGE_DONTNEED;
     cfg->stats = false;
+    cfg->thread_cache = true;
+    cfg->decay_ms = 0;     /* engine default: 1000 ms */
 }
 
 bool gm_config_set(gm_config *cfg, const char *key, size_t key_len, const char *value,

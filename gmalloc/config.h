@@ -31,6 +31,12 @@ typedef struct gm_config {
     gm_on_error on_error;  /* ON_ERROR abort|report|ignore: bad / double free */
     anr_purge_advice purge_advice; /* PURGE dontneed|free */
     bool stats;            /* STATS 0|1|yes|no|on|off: print statistics at exit */
+    bool thread_cache;     /* THREAD_CACHE on|off: per-thread caches of small objects */
+    size_t tcache_max_size; /* THREAD_CACHE_MAX_SIZE: largest size cached; 0 = default */
+    size_t tcache_max_bytes; /* THREAD_CACHE_BYTES: free bytes per thread; 0 = default */
+    uint32_t decay_ms;     /* DECAY_MS: quiet time before dirty pages go back; 0 = default */
+    bool purge_thread;     /* PURGE_THREAD on|off: a background thread applies DECAY_MS */
+    bool membroker;        /* MEMBROKER on|off: take the limit as quota from membroker */
 } gm_config;
 
 /* Called once per bad line or bad environment value. `file` is the file name

@@ -162,6 +162,11 @@ static anr_heap *init_heap(void)
         opts.n_slab_sizes = _gm_cfg.n_slab_sizes;
     }
     opts.purge_advice = _gm_cfg.purge_advice;
+    opts.thread_cache = _gm_cfg.thread_cache;
+    opts.tcache_max_size = _gm_cfg.tcache_max_size;
+    opts.tcache_max_bytes = _gm_cfg.tcache_max_bytes;
+    if (_gm_cfg.decay_ms)
+        opts.decay_ms = _gm_cfg.decay_ms;
     opts.hooks.on_error = _gm_on_error;
 
     anr_heap *h;

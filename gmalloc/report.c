@@ -161,6 +161,8 @@ __attribute__((visibility("default"))) void gmalloc_print_stats(int fd)
     line_size(&o, "handed back (madvise)    : ", s.pages_purged * s.page_size);
     line_u64(&o, "madvise calls            : ", s.madvise_calls);
     line_u64(&o, "deferred frees           : ", s.deferred_frees);
+    line_u64(&o, "threads with a cache     : ", s.thread_caches);
+    line_size(&o, "free in thread caches    : ", s.bytes_cached);
     line_u64(&o, "failed allocations       : ", s.alloc_failures);
     line_u64(&o, "bad pointers seen        : ", s.bad_pointers);
     line_u64(&o, "map calls after init     : ", s.map_calls - 1);

@@ -73,6 +73,15 @@ typedef struct anr_core_options {
     anr_purge_advice purge_advice;
     unsigned more_memory_rounds; /* 0 = default (4) */
     anr_core_hooks hooks;
+    /* Per-thread caches of small objects (off = the deterministic real-time
+     * mode: every operation takes the heap lock and is bounded). */
+    bool thread_cache;
+    size_t tcache_max_size;  /* largest size cached; 0 = default (2048) */
+    size_t tcache_max_bytes; /* free bytes one thread may hold before it trims; 0 = 1 MiB */
+    unsigned tcache_slots;   /* threads that can have a cache at once; 0 = default (256) */
+    /* Dirty pages left alone this long go back on the next call into the
+     * heap (or by anr_core_tick()); 0 = default (1000 ms); UINT32_MAX = never. */
+    uint32_t decay_ms;
 } anr_core_options;
 
 /* Flags for anr_core_alloc. */
@@ -96,6 +105,8 @@ typedef struct anr_core_stats {
     uint64_t alloc_failures; /* allocations that returned NULL */
     uint64_t bad_pointers;   /* bad frees / reallocs / usable_size calls seen */
     uint64_t map_calls;      /* mmap/munmap/mremap/mprotect/brk made by the engine (1: init) */
+    size_t bytes_cached;     /* free bytes held by thread caches (not in bytes_in_use) */
+    size_t thread_caches;    /* threads with a cache now */
 } anr_core_stats;
 
 /* Sets `*opts` to the defaults. */
@@ -153,6 +164,15 @@ void anr_core_get_stats(anr_heap *heap, anr_core_stats *out);
  * the first broken invariant. */
 const char *anr_core_verify(anr_heap *heap);
 
+/* Gives this thread's cached objects back to the heap (no-op without a
+ * cache). Thread exit does this by itself. */
+void anr_core_flush_thread_cache(anr_heap *heap);
+
+/* Hands back dirty pages that have been left alone longer than the decay
+ * time. Cheap when there is nothing to do; for a caller's own idle loop or
+ * an opt-in background purger. Returns the pages handed back. */
+size_t anr_core_tick(anr_heap *heap);
+
 /* fork() support: prepare takes every lock, parent releases them, child
  * re-creates them (the child's thread does not own the parent's locks). */
 void anr_core_fork_prepare(anr_heap *heap);
@@ -169,3 +189,31 @@ size_t anr_core_default_slab_sizes(const uint32_t **sizes);
 }
 #endif
 #endif
+
+/* ---- Object walk (anr_core/walk.c; added for anr_malloc's GC, leak reports
+ * and snapshots). Kept as an appended block with its own guard so that it
+ * merges cleanly with other work on this header. ---- */
+#ifndef ANR_CORE_WALK_H
+#define ANR_CORE_WALK_H
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Called for each live object with the heap lock held: it must not call into
+ * this heap. Return false to stop (e.g. when a batch is full). */
+typedef bool (*anr_core_visit_fn)(void *ctx, void *ptr, size_t usable);
+
+/* Visits the live objects at addresses >= `from` (NULL: all) in address
+ * order, under the heap lock. Returns the address to resume from if `visit`
+ * stopped the walk, NULL once every object was visited. Objects allocated or
+ * freed between two calls may or may not be seen. */
+void *anr_core_walk(anr_heap *heap, const void *from, anr_core_visit_fn visit, void *ctx);
+
+/* The span of the mapping where objects live: every pointer anr_core_alloc
+ * returns lies in [*start, *start + *len). Fixed for the heap's life. */
+void anr_core_data_span(const anr_heap *heap, uintptr_t *start, size_t *len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ANR_CORE_WALK_H */

@@ -16,6 +16,7 @@
 
 #include <stdalign.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -54,6 +55,9 @@ static inline void test_options(anr_core_options *o)
 {
     anr_core_default_options(o);
     o->mapping_size = TEST_MAPPING;
+    /* The suite runs twice: without and with thread caches. */
+    const char *tc = getenv("ANR_TEST_THREAD_CACHE");
+    o->thread_cache = tc && *tc == '1';
 }
 
 /* Creates the test's heap with `o` (NULL: test_options()). */

@@ -1,0 +1,400 @@
+/* Thread caches: blocks come back when a thread exits, frees from many other
+ * threads reach the owner, double frees are still caught, a limit-bound
+ * allocation gets the memory caches hold, fork with populated caches, and a
+ * heap with fewer cache slots than threads. Every heap here has caches on. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+
+#include "core_test.h"
+
+static anr_heap *tc_heap(void **state, size_t limit, unsigned slots)
+{
+    anr_core_options o;
+    test_options(&o);
+    o.thread_cache = true;
+    o.limit = limit;
+    o.tcache_slots = slots;
+    return fx_init(state, &o);
+}
+
+static void assert_sound(anr_heap *h)
+{
+    const char *bad = anr_core_verify(h);
+    if (bad)
+        fail_msg("anr_core_verify: %s", bad);
+}
+
+static void fill(unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (unsigned char)(seed + i * 7);
+}
+
+static void check(const unsigned char *p, size_t n, unsigned seed)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] != (unsigned char)(seed + i * 7))
+            fail_msg("object %p lost byte %zu", (const void *)p, i);
+}
+
+/* --- a thread's cache goes back when it exits --- */
+
+typedef struct churn_arg {
+    anr_heap *h;
+    unsigned n;
+    bool keep_cache_populated;
+} churn_arg;
+
+static void *churn(void *v)
+{
+    churn_arg *a = v;
+    void *p[512];
+    for (unsigned round = 0; round < 20; round++) {
+        for (unsigned i = 0; i < a->n; i++) {
+            size_t size = 16 + (i * 37 + round) % 2000;
+            p[i] = anr_core_alloc(a->h, size, 0, 0);
+            if (!p[i])
+                return (void *)1;
+            fill(p[i], size, i);
+        }
+        for (unsigned i = 0; i < a->n; i++) {
+            check(p[i], 16 + (i * 37 + round) % 2000, i);
+            anr_core_free(a->h, p[i]);
+        }
+    }
+    return NULL;
+}
+
+static void test_thread_exit_returns_cache(void **state)
+{
+    anr_heap *h = tc_heap(state, 0, 0);
+    churn_arg a = {h, 512, false};
+    for (int t = 0; t < 4; t++) {
+        pthread_t th;
+        void *ret;
+        assert_int_equal(pthread_create(&th, NULL, churn, &a), 0);
+        assert_int_equal(pthread_join(th, &ret), 0);
+        assert_null(ret);
+        anr_core_stats s;
+        anr_core_get_stats(h, &s);
+        assert_int_equal(s.thread_caches, 0);
+        assert_int_equal(s.bytes_cached, 0);
+        assert_int_equal(s.objects_in_use, 0);
+        assert_int_equal(s.bytes_in_use, 0);
+        assert_int_equal(s.pages_in_use, 0);
+        assert_sound(h);
+    }
+}
+
+/* --- frees from many threads --- */
+
+#define XOBJS 4000
+#define XTHREADS 4
+
+typedef struct cross {
+    anr_heap *h;
+    void *obj[XOBJS];
+    unsigned first, step;
+} cross;
+
+static void *free_share(void *v)
+{
+    cross *c = v;
+    for (unsigned i = c->first; i < XOBJS; i += c->step) {
+        check(c->obj[i], 24 + i % 500, i);
+        if (anr_core_free(c->h, c->obj[i]) != ANR_ERR_NONE)
+            return (void *)1;
+    }
+    return NULL;
+}
+
+static void *produce_and_collect(void *v)
+{
+    cross *shared = v;
+    anr_heap *h = shared->h;
+    for (unsigned round = 0; round < 5; round++) {
+        for (unsigned i = 0; i < XOBJS; i++) {
+            shared->obj[i] = anr_core_alloc(h, 24 + i % 500, 0, 0);
+            if (!shared->obj[i])
+                return (void *)1;
+            fill(shared->obj[i], 24 + i % 500, i);
+        }
+        /* Other threads free what this thread's cache handed out. */
+        static cross part[XTHREADS];
+        pthread_t th[XTHREADS];
+        for (unsigned t = 0; t < XTHREADS; t++) {
+            part[t] = *shared;
+            part[t].first = t;
+            part[t].step = XTHREADS;
+            if (pthread_create(&th[t], NULL, free_share, &part[t]) != 0)
+                return (void *)1;
+        }
+        for (unsigned t = 0; t < XTHREADS; t++) {
+            void *ret;
+            pthread_join(th[t], &ret);
+            if (ret)
+                return (void *)1;
+        }
+    }
+    /* Remote frees wait on their slabs until the owner collects them; a
+     * flush collects everything. */
+    anr_core_flush_thread_cache(h);
+    anr_core_stats s;
+    anr_core_get_stats(h, &s);
+    if (s.objects_in_use != 0 || s.bytes_cached != 0)
+        return (void *)2;
+    return NULL;
+}
+
+static void test_cross_thread_frees(void **state)
+{
+    anr_heap *h = tc_heap(state, 0, 0);
+    static cross shared;
+    shared.h = h;
+    pthread_t th;
+    void *ret;
+    assert_int_equal(pthread_create(&th, NULL, produce_and_collect, &shared), 0);
+    assert_int_equal(pthread_join(th, &ret), 0);
+    assert_null(ret);
+    anr_core_stats s;
+    anr_core_get_stats(h, &s);
+    assert_int_equal(s.objects_in_use, 0);
+    assert_int_equal(s.pages_in_use, 0);
+    assert_int_equal(s.bad_pointers, 0);
+    assert_sound(h);
+}
+
+/* --- double frees through the cache --- */
+
+static unsigned errors_seen;
+static anr_error last_error;
+static void count_error(void *ctx, anr_error err, anr_op op, const void *p)
+{
+    (void)ctx, (void)op, (void)p;
+    errors_seen++;
+    last_error = err;
+}
+
+typedef struct df_arg {
+    anr_heap *h;
+    void *p;
+    anr_error r1, r2;
+} df_arg;
+
+static void *free_twice(void *v)
+{
+    df_arg *a = v;
+    a->r1 = anr_core_free(a->h, a->p);
+    a->r2 = anr_core_free(a->h, a->p);
+    return NULL;
+}
+
+static void test_double_free_caught(void **state)
+{
+    anr_core_options o;
+    test_options(&o);
+    o.thread_cache = true;
+    o.hooks.on_error = count_error;
+    anr_heap *h = fx_init(state, &o);
+    errors_seen = 0;
+
+    /* Same thread: the owner's bitmap catches it. */
+    void *p = anr_core_alloc(h, 40, 0, 0);
+    void *keep = anr_core_alloc(h, 40, 0, 0);
+    assert_int_equal(anr_core_free(h, p), ANR_ERR_NONE);
+    anr_core_free(h, p);
+    assert_int_equal(errors_seen, 1);
+    assert_int_equal(last_error, ANR_ERR_DOUBLE_FREE);
+
+    /* Another thread frees an object of this thread's slab twice. */
+    df_arg a = {h, anr_core_alloc(h, 40, 0, 0), 0, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, free_twice, &a), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(a.r1, ANR_ERR_NONE);
+    /* A remote free cannot tell a second push of the same object: the owner
+     * sees it when it collects the slab's list (here: the flush). */
+    anr_core_flush_thread_cache(h);
+    assert_int_equal(errors_seen, 2);
+    assert_int_equal(last_error, ANR_ERR_DOUBLE_FREE);
+
+    anr_core_free(h, keep);
+    assert_sound(h);
+    anr_core_stats s;
+    anr_core_get_stats(h, &s);
+    assert_int_equal(s.objects_in_use, 0);
+}
+
+/* --- the limit takes back what caches hold --- */
+
+typedef struct idle_arg {
+    anr_heap *h;
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    int stage;
+} idle_arg;
+
+static void *fill_then_idle(void *v)
+{
+    idle_arg *a = v;
+    enum { N = 3000 };
+    static void *p[N];
+    unsigned n = 0;
+    while (n < N && (p[n] = anr_core_alloc(a->h, 256, 0, 0)))
+        n++;
+    for (unsigned i = 0; i < n; i++)
+        anr_core_free(a->h, p[i]);
+    pthread_mutex_lock(&a->m);
+    a->stage = 1;
+    pthread_cond_broadcast(&a->cv);
+    while (a->stage != 2) /* stays alive, its cache untouched */
+        pthread_cond_wait(&a->cv, &a->m);
+    pthread_mutex_unlock(&a->m);
+    return NULL;
+}
+
+static void test_limit_gets_cached_memory(void **state)
+{
+    const size_t limit = 512 * KiB;
+    anr_heap *h = tc_heap(state, limit, 0);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+
+    /* This thread: fill the limit with small objects, free them all (they
+     * sit in the cache), then a large allocation needs those pages. */
+    static void *p[4096];
+    unsigned n = 0;
+    while (n < 4096 && (p[n] = anr_core_alloc(h, 128, 0, 0)))
+        n++;
+    assert_true(n > 1000);
+    for (unsigned i = 0; i < n; i++)
+        anr_core_free(h, p[i]);
+    void *big = anr_core_alloc(h, limit - 2 * page, 0, 0);
+    assert_non_null(big);
+    anr_core_free(h, big);
+    anr_core_purge(h, true);
+
+    /* Another thread, still alive and idle, filled the limit and freed it
+     * all: its empty slabs went back, so all but its current slab is ours. */
+    idle_arg a = {.h = h, .stage = 0};
+    pthread_mutex_init(&a.m, NULL);
+    pthread_cond_init(&a.cv, NULL);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, fill_then_idle, &a), 0);
+    pthread_mutex_lock(&a.m);
+    while (a.stage != 1)
+        pthread_cond_wait(&a.cv, &a.m);
+    pthread_mutex_unlock(&a.m);
+    anr_core_stats s;
+    anr_core_get_stats(h, &s);
+    assert_true(s.pages_in_use * page <= 64 * KiB); /* one slab of 256 B objects */
+    big = anr_core_alloc(h, limit - 64 * KiB - 2 * page, 0, 0);
+    assert_non_null(big);
+    anr_core_free(h, big);
+
+    pthread_mutex_lock(&a.m);
+    a.stage = 2;
+    pthread_cond_broadcast(&a.cv);
+    pthread_mutex_unlock(&a.m);
+    pthread_join(th, NULL);
+    assert_sound(h);
+}
+
+/* --- fork while caches are populated --- */
+
+typedef struct busy_arg {
+    anr_heap *h;
+    _Atomic int stop;
+} busy_arg;
+
+static void *busy(void *v)
+{
+    busy_arg *a = v;
+    void *p[64] = {0};
+    unsigned i = 0;
+    while (!atomic_load(&a->stop)) {
+        unsigned k = i++ % 64;
+        anr_core_free(a->h, p[k]);
+        p[k] = anr_core_alloc(a->h, 16 + (i * 13) % 1500, 0, 0);
+    }
+    for (unsigned k = 0; k < 64; k++)
+        anr_core_free(a->h, p[k]);
+    return NULL;
+}
+
+static void test_fork_with_caches(void **state)
+{
+    anr_heap *h = tc_heap(state, 0, 0);
+    void *mine[100];
+    for (int i = 0; i < 100; i++)
+        mine[i] = anr_core_alloc(h, 64, 0, 0);
+    busy_arg a = {h, 0};
+    pthread_t th[2];
+    for (int t = 0; t < 2; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, busy, &a), 0);
+    usleep(20000);
+    for (int round = 0; round < 5; round++) {
+        anr_core_fork_prepare(h);
+        pid_t pid = fork();
+        if (pid == 0) {
+            anr_core_fork_child(h);
+            /* Only this thread came along: the others' caches went back. */
+            anr_core_stats s;
+            anr_core_get_stats(h, &s);
+            int ok = s.thread_caches <= 1;
+            for (int i = 0; i < 100; i++)
+                anr_core_free(h, mine[i]);
+            for (int i = 0; i < 20000 && ok; i++) {
+                void *q = anr_core_alloc(h, 16 + (size_t)(i * 31) % 3000, 0, 0);
+                ok = q != NULL;
+                anr_core_free(h, q);
+            }
+            ok = ok && anr_core_verify(h) == NULL;
+            _exit(ok ? 0 : 1);
+        }
+        anr_core_fork_parent(h);
+        assert_true(pid > 0);
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    atomic_store(&a.stop, 1);
+    for (int t = 0; t < 2; t++)
+        pthread_join(th[t], NULL);
+    for (int i = 0; i < 100; i++)
+        anr_core_free(h, mine[i]);
+    assert_sound(h);
+}
+
+/* --- more threads than cache slots --- */
+
+static void test_more_threads_than_slots(void **state)
+{
+    anr_heap *h = tc_heap(state, 0, 2);
+    churn_arg a = {h, 200, false};
+    pthread_t th[6];
+    for (int t = 0; t < 6; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, churn, &a), 0);
+    for (int t = 0; t < 6; t++) {
+        void *ret;
+        pthread_join(th[t], &ret);
+        assert_null(ret);
+    }
+    anr_core_stats s;
+    anr_core_get_stats(h, &s);
+    assert_int_equal(s.objects_in_use, 0);
+    assert_int_equal(s.thread_caches, 0);
+    assert_sound(h);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        UNIT(test_thread_exit_returns_cache), UNIT(test_cross_thread_frees),
+        UNIT(test_double_free_caught),        UNIT(test_limit_gets_cached_memory),
+        UNIT(test_fork_with_caches),          UNIT(test_more_threads_than_slots),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
