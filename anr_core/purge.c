@@ -92,7 +92,7 @@ static void push_purged(anr_heap *h, uint32_t head)
                                                     memory_order_relaxed));
 }
 
-size_t _anr_purge(anr_heap *h, size_t target, bool may_block)
+static size_t purge(anr_heap *h, size_t target, bool may_block)
 {
     size_t total = 0;
     purge_item batch[_ANR_PURGE_BATCH];
@@ -128,6 +128,14 @@ size_t _anr_purge(anr_heap *h, size_t target, bool may_block)
             return total;
         }
     }
+}
+
+size_t _anr_purge(anr_heap *h, size_t target, bool may_block)
+{
+    size_t pages = purge(h, target, may_block);
+    if (pages && h->hooks.purged)
+        h->hooks.purged(h->hooks.ctx, h, pages, may_block);
+    return pages;
 }
 
 /* Lock held. When `top` has retreated far below the page-map entries that

@@ -5,6 +5,7 @@
  * Order matters (DESIGN.md, "Re-entry during init"): the heap is made usable
  * and published first; only then are fork handlers registered, because
  * pthread_atfork may itself call malloc. */
+#include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -137,7 +138,11 @@ static size_t strict_overcommit_mapping(void)
 
 static void fork_prepare(void) { anr_core_fork_prepare(_gm_heap); }
 static void fork_parent(void) { anr_core_fork_parent(_gm_heap); }
-static void fork_child(void) { anr_core_fork_child(_gm_heap); }
+static void fork_child(void)
+{
+    anr_core_fork_child(_gm_heap);
+    _gm_quota_fork_child();
+}
 
 static anr_heap *init_heap(void)
 {
@@ -168,6 +173,7 @@ static anr_heap *init_heap(void)
     if (_gm_cfg.decay_ms)
         opts.decay_ms = _gm_cfg.decay_ms;
     opts.hooks.on_error = _gm_on_error;
+    _gm_quota_hooks(&opts.hooks);
 
     anr_heap *h;
     int err = anr_core_init(&h, &opts);
@@ -187,11 +193,14 @@ anr_heap *_gm_init_slow(void)
     int expected = 0;
     if (__atomic_compare_exchange_n(&init_state, &expected, 1, false, __ATOMIC_ACQ_REL,
                                     __ATOMIC_ACQUIRE)) {
+        int saved = errno; /* a missing config file is no error of the caller's */
         anr_heap *h = init_heap();
         __atomic_store_n(&_gm_heap, h, __ATOMIC_RELEASE);
         /* May call malloc: the heap is published, so that just works. */
         pthread_atfork(fork_prepare, fork_parent, fork_child);
+        _gm_quota_start(h);
         __atomic_store_n(&init_state, 2, __ATOMIC_RELEASE);
+        errno = saved;
         return h;
     }
     /* Another thread is initialising: wait for the heap to appear. */

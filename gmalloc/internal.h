@@ -27,5 +27,12 @@ void _gm_on_error(void *ctx, anr_error err, anr_op op, const void *ptr);
 void *_gm_alloc_failed(const char *fn, size_t size);
 void _gm_config_report(void *ctx, const char *file, unsigned line, const char *msg);
 void _gm_fatal(const char *what, int err) __attribute__((noreturn));
+/* A one-line notice: "gmalloc: <what> (error N)". */
+void _gm_quota_note(const char *what, int err);
+
+/* quota.c: membroker quota (MEMBROKER on). */
+void _gm_quota_hooks(anr_core_hooks *hooks);
+void _gm_quota_start(anr_heap *h);
+void _gm_quota_fork_child(void);
 
 #endif

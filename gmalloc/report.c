@@ -106,6 +106,22 @@ void _gm_config_report(void *ctx, const char *file, unsigned line, const char *m
     gm_out_write(&o, 2);
 }
 
+void _gm_quota_note(const char *what, int err)
+{
+    char buf[256];
+    gm_outbuf o;
+    gm_out_init(&o, buf, sizeof(buf));
+    gm_out_str(&o, "gmalloc: ");
+    gm_out_str(&o, what);
+    if (err) {
+        gm_out_str(&o, " (error ");
+        gm_out_u64(&o, (uint64_t)err);
+        gm_out_str(&o, ")");
+    }
+    gm_out_str(&o, "\n");
+    gm_out_write(&o, 2);
+}
+
 void _gm_fatal(const char *what, int err)
 {
     char buf[256];

@@ -60,6 +60,10 @@ typedef struct anr_core_hooks {
      * (for frees drained from the deferred list): it must not allocate from
      * this heap. It may abort. */
     void (*on_error)(void *ctx, anr_error err, anr_op op, const void *ptr);
+    /* Called (heap lock NOT held) after a purge handed `pages` pages back.
+     * `may_block` is false when the purge ran inside free(): the hook must
+     * then not wait for anything (e.g. not talk to a daemon). Optional. */
+    void (*purged)(void *ctx, anr_heap *heap, size_t pages, bool may_block);
     void *ctx;
 } anr_core_hooks;
 

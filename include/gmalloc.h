@@ -25,6 +25,9 @@ bool gmalloc_owns(const void *p);
 /* Moves the limit at run time (bytes of pages in use; 0 = none). */
 void gmalloc_set_limit(size_t bytes);
 
+/* Pages of membroker quota this process holds (0 without MEMBROKER on). */
+uint64_t gmalloc_quota_pages(void);
+
 #ifdef __cplusplus
 }
 #endif
