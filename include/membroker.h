@@ -136,6 +136,7 @@ typedef struct mb_client_info {
     uint32_t outstanding;   /* its requests still waiting */
     bool giveback_pending;  /* asked to give back, no answer yet */
     char comm[16];          /* /proc/PID/comm at registration, NUL-terminated */
+    uint32_t class_id;      /* its class (mb_class_info.index); 0 from an older daemon */
 } mb_client_info;
 
 typedef void (*mb_status_fn)(void *ctx, const mb_client_info *ci);
@@ -145,6 +146,67 @@ typedef void (*mb_status_fn)(void *ctx, const mb_client_info *ci);
  * The table is read a few entries at a time, so it is not one atomic
  * snapshot. socket_path as for mb_client_connect. */
 int mb_status(const char *socket_path, mb_pool_info *pool, mb_status_fn fn, void *ctx);
+
+/* ---- low-memory policy (membroker/README.md, "Low memory") ---- */
+
+/* connect with a class asked for by name (the daemon's CLASS_BY_REQUEST
+ * must allow it): -EPERM not allowed, -ESRCH no such class; otherwise as
+ * mb_client_connect (class_name NULL or "": the daemon chooses). */
+int mb_client_connect_class(mb_client *c, const char *socket_path, mb_kind kind,
+                            mb_giveback_fn fn, void *ctx, const char *class_name);
+
+typedef enum { MB_LEVEL_NORMAL = 0, MB_LEVEL_LOW = 1, MB_LEVEL_CRITICAL = 2 } mb_level;
+
+/* Why the level is what it is (mb_event.reasons, mb_policy_info.reasons). */
+#define MB_REASON_QUOTA 1u         /* granted quota past the threshold */
+#define MB_REASON_MEMAVAILABLE 2u  /* MemTotal - MemAvailable past the threshold */
+#define MB_REASON_PSI_SOME 4u      /* the kernel's PSI "some" trigger */
+#define MB_REASON_PSI_FULL 8u      /* the kernel's PSI "full" trigger */
+#define MB_REASON_CGROUP_HIGH 16u  /* cgroup memory.events high */
+#define MB_REASON_CGROUP_MAX 32u   /* cgroup memory.events max / oom */
+
+typedef struct mb_event {
+    mb_level level, previous; /* equal in the first event (the state when subscribing) */
+    uint32_t reasons;
+    uint64_t granted_pages, pool_pages;
+    uint64_t available_pages; /* MemAvailable in pages, 0 unknown */
+    uint64_t page_size;
+} mb_event;
+
+/* Subscribes to the memory level without registering: returns a descriptor
+ * (close it to unsubscribe) and the current state in *now. Every change of
+ * level (up: low memory, down: all-clear) then arrives as one event. */
+int mb_watch_open(const char *socket_path, mb_event *now);
+
+/* The next event, waiting up to timeout_ms (-1: no limit). Returns 1 with
+ * *ev, 0 on timeout, -ENOTCONN when the daemon has gone. */
+int mb_watch_read(int fd, mb_event *ev, int timeout_ms);
+
+typedef struct mb_policy_info {
+    mb_level level;
+    uint32_t reasons;
+    uint64_t signal_pages, alloc_pages; /* thresholds on the quota, 0 = off */
+    uint64_t granted_pages, pool_pages, available_pages, page_size;
+    uint32_t sources; /* 1: PSI on /proc/pressure/memory, 2: on the cgroup, 4: memory.events */
+    uint32_t classes;
+} mb_policy_info;
+
+typedef struct mb_class_info {
+    uint32_t index;
+    char name[16];
+    uint64_t min_pages, cap_pages, granted_pages;
+    uint32_t clients;
+} mb_class_info;
+
+typedef void (*mb_class_fn)(void *ctx, const mb_class_info *ci);
+
+/* The daemon's thresholds, memory level, pressure sources and classes
+ * (fn may be NULL), over a short connection of its own. */
+int mb_policy_status(const char *socket_path, mb_policy_info *info, mb_class_fn fn, void *ctx);
+
+/* Asks the daemon to write an OOM report to its REPORT_DIR. Returns the
+ * report's number, or -ENOENT when no REPORT_DIR is configured. */
+int mb_report(const char *socket_path);
 
 #ifdef __cplusplus
 }

@@ -49,6 +49,22 @@ static void send_error(mb_broker *b, uint32_t slot, const mb_msg *about, int err
     send(b, slot, &r);
 }
 
+/* ---- quota accounting: the pool, the client, its class ---- */
+
+static void add_held(mb_broker *b, mb_bclient *c, uint64_t pages)
+{
+    c->held += pages;
+    b->held_total += pages;
+    if (c->cls < b->n_classes) b->classes[c->cls].held += pages;
+}
+
+static void sub_held(mb_broker *b, mb_bclient *c, uint64_t pages)
+{
+    c->held -= pages;
+    b->held_total -= pages;
+    if (c->cls < b->n_classes) b->classes[c->cls].held -= pages;
+}
+
 /* ---- the queue: two FIFO lists of pending entries, linked by index ---- */
 
 static int queue_of(const mb_pending *p)
@@ -102,8 +118,7 @@ static void answer(mb_broker *b, int32_t i, uint64_t pages, int status)
 {
     mb_pending *p = &b->pending[i];
     mb_bclient *c = &b->clients[p->slot];
-    c->held += pages;
-    b->held_total += pages;
+    add_held(b, c, pages);
     mb_msg r = {
         .type = MB_T_GRANT, .seq = p->seq, .status = status, .pages = pages, .held = c->held};
     uint32_t slot = p->slot;
@@ -135,23 +150,51 @@ static void expire_givebacks(mb_broker *b, uint64_t now)
     }
 }
 
+static void ask_one(mb_broker *b, uint32_t slot, uint64_t pages, bool urgent, uint64_t now)
+{
+    mb_bclient *c = &b->clients[slot];
+    if (++b->gb_seq == 0) b->gb_seq = 1;
+    c->gb_active = true;
+    c->gb_seq = b->gb_seq;
+    c->gb_target = pages;
+    c->gb_deadline = now + b->cfg.giveback_timeout_ms;
+    b->gb_active++;
+    mb_msg m = {.type = MB_T_GIVEBACK,
+                .seq = c->gb_seq,
+                .pages = pages,
+                .urgency = urgent ? 1 : 0,
+                .timeout_ms = b->cfg.giveback_timeout_ms};
+    logf_(b, 7, "asking pid %u (%s) to give back %llu pages (%s)", c->pid, c->comm,
+          (unsigned long long)pages, urgent ? "urgent" : "normal");
+    send(b, slot, &m);
+}
+
+static bool can_ask(const mb_bclient *c, uint64_t now)
+{
+    return c->registered && c->kind == 1 && !c->gb_active && c->held > 0 && c->outstanding == 0 &&
+           now >= c->gb_rest_until;
+}
+
 /* Rule 4: ask bidirectional clients without waiting requests, largest
- * holder first, for the part of `shortfall` not already asked for. */
-static void ask_givebacks(mb_broker *b, uint64_t now, uint64_t shortfall, bool urgent)
+ * holder first, for the part of `shortfall` not already asked for. On
+ * behalf of class k, another class gives only what it holds above its
+ * minimum (issue 7). */
+static void ask_givebacks(mb_broker *b, uint64_t now, uint64_t shortfall, bool urgent, uint32_t k)
 {
     uint64_t asked = 0;
     for (uint32_t i = 0; i < b->capacity && b->gb_active; i++)
         if (b->clients[i].gb_active) asked += b->clients[i].gb_target;
     if (shortfall <= asked) return;
     uint64_t want = shortfall - asked;
+    uint64_t budget[MB_MAX_CLASSES];
+    for (uint32_t j = 0; j < b->n_classes; j++)
+        budget[j] = _mb_class_reclaimable(b->classes, j, k);
     while (want > 0) {
         mb_bclient *best = NULL;
         uint32_t best_slot = 0;
         for (uint32_t i = 0; i < b->capacity; i++) {
             mb_bclient *c = &b->clients[i];
-            if (!c->registered || c->kind != 1 || c->gb_active || c->held == 0 ||
-                c->outstanding > 0 || now < c->gb_rest_until)
-                continue;
+            if (!can_ask(c, now) || (c->cls < b->n_classes && budget[c->cls] == 0)) continue;
             if (!best || c->held > best->held) {
                 best = c;
                 best_slot = i;
@@ -159,21 +202,90 @@ static void ask_givebacks(mb_broker *b, uint64_t now, uint64_t shortfall, bool u
         }
         if (!best) break;
         uint64_t t = best->held < want ? best->held : want;
-        if (++b->gb_seq == 0) b->gb_seq = 1;
-        best->gb_active = true;
-        best->gb_seq = b->gb_seq;
-        best->gb_target = t;
-        best->gb_deadline = now + b->cfg.giveback_timeout_ms;
-        b->gb_active++;
-        mb_msg m = {.type = MB_T_GIVEBACK,
-                    .seq = best->gb_seq,
-                    .pages = t,
-                    .urgency = urgent ? 1 : 0,
-                    .timeout_ms = b->cfg.giveback_timeout_ms};
-        logf_(b, 7, "asking pid %u (%s) to give back %llu pages (%s)", best->pid, best->comm,
-              (unsigned long long)t, urgent ? "urgent" : "normal");
-        send(b, best_slot, &m);
+        if (best->cls < b->n_classes) {
+            if (t > budget[best->cls]) t = budget[best->cls];
+            budget[best->cls] -= t;
+        }
+        ask_one(b, best_slot, t, urgent, now);
         want -= t;
+    }
+}
+
+/* ---- low-memory policy (issue 7) ---- */
+
+static void notify_all(mb_broker *b, int prev)
+{
+    const mb_policy *p = &b->pol;
+    for (uint32_t i = 0; i < b->capacity; i++) {
+        if (!b->clients[i].subscribed) continue;
+        mb_msg m = {.type = MB_T_NOTIFY,
+                    .held = b->held_total,
+                    .pool = b->cfg.pool_pages,
+                    .free = b->cfg.page_size ? p->mem_available / b->cfg.page_size : 0,
+                    .page_size = b->cfg.page_size,
+                    .level = (uint32_t)p->level,
+                    .prev = (uint32_t)prev,
+                    .reasons = p->reasons};
+        if (m.free > MB_MAX_PAGES) m.free = MB_MAX_PAGES;
+        send(b, i, &m);
+    }
+}
+
+/* A give-back round: every bidirectional client that can be asked gives
+ * PRESSURE_GIVEBACK percent of what it holds (urgent when CRITICAL). */
+static void pressure_round(mb_broker *b, uint64_t now)
+{
+    mb_policy *p = &b->pol;
+    p->next_round = p->cfg.interval_ms ? now + p->cfg.interval_ms : UINT64_MAX;
+    if (p->cfg.giveback_pct == 0) return;
+    bool urgent = p->level == MB_LVL_CRITICAL;
+    unsigned n = 0;
+    for (uint32_t i = 0; i < b->capacity; i++) {
+        mb_bclient *c = &b->clients[i];
+        if (!can_ask(c, now)) continue;
+        uint64_t t = c->held / 100 * p->cfg.giveback_pct + c->held % 100 * p->cfg.giveback_pct / 100;
+        ask_one(b, i, t ? t : 1, urgent, now);
+        n++;
+    }
+    if (n) logf_(b, 6, "memory %s: asked %u clients to give back %u%% (%s)", _mb_level_name(p->level),
+                 n, p->cfg.giveback_pct, urgent ? "urgent" : "normal");
+}
+
+static void ask_kill(mb_broker *b, uint64_t now, const char *why)
+{
+    if (!b->kill || b->kill_busy || now < b->kill_quiet_until) return;
+    if (b->kill(b->ctx, why))
+        b->kill_busy = true;
+    else
+        b->kill_quiet_until = now + b->cfg.giveback_timeout_ms + 1000;
+}
+
+/* Feeds the quota into the state machine; tells subscribers and asks for
+ * give-backs when the level goes up. */
+static void policy_update(mb_broker *b, uint64_t now)
+{
+    mb_policy *p = &b->pol;
+    p->held = b->held_total;
+    int prev;
+    if (_mb_policy_eval(p, now, &prev)) {
+        char r[96];
+        _mb_reasons_str(p->reasons, r, sizeof r);
+        logf_(b, p->level > prev ? 4 : 6,
+              "memory level %s -> %s (%s): granted %llu of %llu pages, MemAvailable %llu KiB",
+              _mb_level_name(prev), _mb_level_name(p->level), r, (unsigned long long)b->held_total,
+              (unsigned long long)b->cfg.pool_pages, (unsigned long long)(p->mem_available >> 10));
+        notify_all(b, prev);
+        if (p->level > prev) pressure_round(b, now);
+    } else if (p->level > 0 && p->cfg.interval_ms && now >= p->next_round) {
+        pressure_round(b, now);
+    }
+    if (_mb_policy_kill_due(p, now)) {
+        char why[160];
+        snprintf(why, sizeof why, "past the allocation threshold for %u ms (granted %llu of %llu pages)",
+                 p->cfg.kill_grace_ms, (unsigned long long)b->held_total,
+                 (unsigned long long)b->cfg.pool_pages);
+        _mb_policy_grace_restart(p, now);
+        ask_kill(b, now, why);
     }
 }
 
@@ -182,18 +294,38 @@ static void ask_givebacks(mb_broker *b, uint64_t now, uint64_t shortfall, bool u
 static void run(mb_broker *b, uint64_t now)
 {
     expire_givebacks(b, now);
+    policy_update(b, now);
+    bool critical = b->pol.level == MB_LVL_CRITICAL;
     for (int pass = 0; pass < 2; pass++) {
         /* pass 1: no give-back is under way, so a waiting REQUEST has nothing
          * to wait for: answer it now (rule 3) */
         bool settle_requests = pass == 1;
         uint64_t avail = _mb_broker_free(b);
         uint64_t shortfall = 0;
+        uint64_t unmet_urgent = 0;
         bool reserve_waits = false, request_waits = false;
         for (int q = Q_RESERVE; q <= Q_REQUEST; q++) {
             for (int32_t i = b->head[q], next; i >= 0; i = next) {
                 mb_pending *p = &b->pending[i];
                 next = p->next;
-                if (p->pages <= avail) { /* rule 2: the head is served in full */
+                uint32_t k = b->clients[p->slot].cls;
+                /* what this request may take: what is free, within its class's
+                 * cap and the other classes' minimums, and for a REQUEST
+                 * below the allocation threshold (issue 7) */
+                uint64_t room = avail;
+                if (b->n_classes > 1 || b->classes[0].cap < b->cfg.pool_pages) {
+                    uint64_t cr = _mb_class_room(b->classes, b->n_classes, k, avail);
+                    if (cr < room) room = cr;
+                }
+                if (q == Q_REQUEST && b->pol.mat.quota_pages) {
+                    uint64_t mr = b->pol.mat.quota_pages > b->held_total
+                                      ? b->pol.mat.quota_pages - b->held_total
+                                      : 0;
+                    if (mr < room) room = mr;
+                }
+                if (q == Q_REQUEST && critical) { /* past MAT: REQUEST fails fast */
+                    answer(b, i, 0, -ENOMEM);
+                } else if (p->pages <= room) { /* rule 2: the head is served in full */
                     avail -= p->pages;
                     answer(b, i, p->pages, 0);
                 } else if (q == Q_RESERVE && p->try_only) {
@@ -201,23 +333,34 @@ static void run(mb_broker *b, uint64_t now)
                 } else if (q == Q_RESERVE && now >= p->deadline) {
                     answer(b, i, 0, -ETIMEDOUT);
                 } else if (q == Q_REQUEST && (settle_requests || now >= p->deadline)) {
-                    uint64_t g = avail; /* < p->pages here */
-                    avail = 0;
+                    uint64_t g = room; /* < p->pages here */
+                    avail -= room;
                     answer(b, i, g, 0);
-                } else { /* rule 2: it waits and claims all that is free */
-                    shortfall += p->pages - avail;
-                    avail = 0;
-                    if (q == Q_RESERVE)
+                } else { /* rule 2: it waits and claims all that it may take */
+                    shortfall += p->pages - room;
+                    avail -= room;
+                    if (pass == 0)
+                        ask_givebacks(b, now, shortfall, q == Q_RESERVE || reserve_waits, k);
+                    if (q == Q_RESERVE) {
                         reserve_waits = true;
-                    else
+                        unmet_urgent += p->pages - room;
+                    } else {
                         request_waits = true;
+                    }
                 }
             }
         }
         if (pass == 1) break;
-        if (shortfall) ask_givebacks(b, now, shortfall, reserve_waits);
+        /* an urgent demand that no give-back can meet any more (issue 7) */
+        if (unmet_urgent && b->gb_active == 0 && b->kill_on_urgent) {
+            char why[128];
+            snprintf(why, sizeof why, "a RESERVE is short of %llu pages after give-back",
+                     (unsigned long long)unmet_urgent);
+            ask_kill(b, now, why);
+        }
         if (!request_waits || b->gb_active > 0) break;
     }
+    policy_update(b, now);
 }
 
 /* ---- public ---- */
@@ -242,11 +385,72 @@ void _mb_broker_init(mb_broker *b, const mb_broker_cfg *cfg, mb_bclient *clients
     }
     b->free_list = b->pending_cap ? 0 : -1;
     b->head[0] = b->head[1] = b->tail[0] = b->tail[1] = -1;
+    _mb_policy_init(&b->pol);
+    b->n_classes = 1;
+    snprintf(b->classes[0].name, sizeof b->classes[0].name, "default");
+    b->classes[0].cap = MB_MAX_PAGES;
+    mb_policy_cfg off = {0};
+    _mb_policy_configure(&b->pol, &off, cfg->pool_pages, cfg->page_size, 0);
+}
+
+void _mb_broker_set_policy(mb_broker *b, const mb_policy_cfg *pc, const mb_class *classes,
+                           uint32_t n, bool class_by_request, bool kill_on_urgent,
+                           uint64_t mem_total, mb_kill_fn kill, uint64_t now)
+{
+    if (n == 0 || n > MB_MAX_CLASSES) n = 1;
+    for (uint32_t k = 0; k < n; k++) {
+        snprintf(b->classes[k].name, sizeof b->classes[k].name, "%s", classes ? classes[k].name : "default");
+        b->classes[k].min = classes ? classes[k].min : 0;
+        b->classes[k].cap = classes ? classes[k].cap : MB_MAX_PAGES;
+        b->classes[k].held = 0;
+        b->classes[k].clients = 0;
+    }
+    b->n_classes = n;
+    for (uint32_t i = 0; i < b->capacity; i++) {
+        mb_bclient *c = &b->clients[i];
+        if (!c->in_use) continue;
+        if (c->cls >= n) c->cls = 0;
+        b->classes[c->cls].held += c->held;
+        b->classes[c->cls].clients += c->registered;
+    }
+    b->class_by_request = class_by_request;
+    b->kill_on_urgent = kill_on_urgent;
+    b->kill = kill;
+    _mb_policy_configure(&b->pol, pc, b->cfg.pool_pages, b->cfg.page_size, mem_total);
+    run(b, now);
+}
+
+void _mb_broker_set_class(mb_broker *b, uint32_t slot, uint32_t cls)
+{
+    if (slot >= b->capacity || cls >= b->n_classes) return;
+    mb_bclient *c = &b->clients[slot];
+    if (c->registered || c->held) return; /* only before HELLO */
+    c->cls = (uint8_t)cls;
+}
+
+void _mb_broker_meminfo(mb_broker *b, uint64_t mem_available, uint64_t now)
+{
+    b->pol.mem_available = mem_available;
+    run(b, now);
+}
+
+void _mb_broker_pressure(mb_broker *b, uint32_t reason, uint64_t now)
+{
+    _mb_policy_event(&b->pol, reason, now);
+    run(b, now);
+}
+
+void _mb_broker_kill_done(mb_broker *b, uint64_t now)
+{
+    b->kill_busy = false;
+    _mb_policy_grace_restart(&b->pol, now);
+    run(b, now);
 }
 
 void _mb_broker_configure(mb_broker *b, const mb_broker_cfg *cfg, uint64_t now)
 {
     b->cfg = *cfg;
+    _mb_policy_configure(&b->pol, &b->pol.cfg, cfg->pool_pages, cfg->page_size, b->pol.mem_total);
     run(b, now);
 }
 
@@ -279,7 +483,9 @@ void _mb_broker_detach(mb_broker *b, uint32_t slot, uint64_t now)
     if (c->held)
         logf_(b, 6, "pid %u (%s) gone: %llu pages back in the pool", c->pid, c->comm,
               (unsigned long long)c->held);
-    b->held_total -= c->held;
+    sub_held(b, c, c->held);
+    if (c->registered && c->cls < b->n_classes && b->classes[c->cls].clients)
+        b->classes[c->cls].clients--;
     memset(c, 0, sizeof *c);
     run(b, now);
 }
@@ -298,7 +504,8 @@ static void status_reply(mb_broker *b, uint32_t slot, const mb_msg *m)
                     .cursor = i,
                     .kind = c->kind,
                     .count = c->outstanding,
-                    .flags = c->gb_active ? MB_ENTRY_GIVEBACK : 0};
+                    .flags = c->gb_active ? MB_ENTRY_GIVEBACK : 0,
+                    .class_id = (m->flags & MB_STATUS_EXT) ? c->cls : 0};
         memcpy(e.comm, c->comm, sizeof e.comm);
         e.comm[sizeof e.comm - 1] = '\0';
         for (int q = Q_RESERVE; q <= Q_REQUEST; q++)
@@ -321,6 +528,39 @@ static void status_reply(mb_broker *b, uint32_t slot, const mb_msg *m)
     send(b, slot, &end);
 }
 
+static void policy_reply(mb_broker *b, uint32_t slot, const mb_msg *m)
+{
+    const mb_policy *p = &b->pol;
+    mb_msg r = {.type = MB_T_POLICY_INFO,
+                .seq = m->seq,
+                .pages = p->st.quota_pages,
+                .held = b->held_total,
+                .pool = b->cfg.pool_pages,
+                .free = b->cfg.page_size ? p->mem_available / b->cfg.page_size : 0,
+                .waiting = p->mat.quota_pages,
+                .page_size = b->cfg.page_size,
+                .level = (uint32_t)p->level,
+                .reasons = p->reasons,
+                .count = b->n_classes,
+                .flags = b->pressure_flags};
+    if (r.free > MB_MAX_PAGES) r.free = MB_MAX_PAGES;
+    if (r.pages > MB_MAX_PAGES) r.pages = MB_MAX_PAGES;
+    if (r.waiting > MB_MAX_PAGES) r.waiting = MB_MAX_PAGES;
+    send(b, slot, &r);
+    for (uint32_t k = 0; k < b->n_classes; k++) {
+        const mb_class *cl = &b->classes[k];
+        mb_msg e = {.type = MB_T_CLASS_INFO,
+                    .seq = m->seq,
+                    .pages = cl->min < MB_MAX_PAGES ? cl->min : MB_MAX_PAGES,
+                    .held = cl->held,
+                    .pool = cl->cap < MB_MAX_PAGES ? cl->cap : MB_MAX_PAGES,
+                    .cursor = k,
+                    .count = cl->clients};
+        snprintf(e.comm, sizeof e.comm, "%s", cl->name);
+        send(b, slot, &e);
+    }
+}
+
 static int refuse(mb_broker *b, uint32_t slot, const mb_msg *m, int err, const char **why,
                   const char *reason)
 {
@@ -341,8 +581,7 @@ static int on_giveback_reply(mb_broker *b, uint32_t slot, const mb_msg *m, uint6
         run(b, now);
         return refuse(b, slot, m, -EINVAL, why, "give-back answer of more pages than held");
     }
-    c->held -= m->pages;
-    b->held_total -= m->pages;
+    sub_held(b, c, m->pages);
     if (current)
         end_giveback(b, c, now, m->pages < c->gb_target);
     else
@@ -364,9 +603,40 @@ int _mb_broker_handle(mb_broker *b, uint32_t slot, const mb_msg *m, uint64_t now
         status_reply(b, slot, m);
         return 0;
     }
+    if (m->type == MB_T_SUBSCRIBE) {
+        c->subscribed = true;
+        const mb_policy *p = &b->pol;
+        mb_msg r = {.type = MB_T_NOTIFY,
+                    .seq = m->seq,
+                    .held = b->held_total,
+                    .pool = b->cfg.pool_pages,
+                    .free = b->cfg.page_size ? p->mem_available / b->cfg.page_size : 0,
+                    .page_size = b->cfg.page_size,
+                    .level = (uint32_t)p->level,
+                    .prev = (uint32_t)p->level,
+                    .reasons = p->reasons};
+        send(b, slot, &r);
+        return 0;
+    }
+    if (m->type == MB_T_POLICY) {
+        policy_reply(b, slot, m);
+        return 0;
+    }
+    if (m->type == MB_T_REPORT) /* the daemon answers it (it writes files) */
+        return refuse(b, slot, m, -EOPNOTSUPP, why, "REPORT not handled here");
     if (m->type == MB_T_HELLO) {
         if (c->registered) return refuse(b, slot, m, -EPROTO, why, "second HELLO");
+        if (m->comm[0]) { /* a class asked for (issue 7) */
+            if (!b->class_by_request)
+                return refuse(b, slot, m, -EPERM, why, "class asked for, CLASS_BY_REQUEST is off");
+            uint32_t k = 0;
+            while (k < b->n_classes && strncmp(b->classes[k].name, m->comm, sizeof m->comm))
+                k++;
+            if (k == b->n_classes) return refuse(b, slot, m, -ESRCH, why, "no such class");
+            c->cls = (uint8_t)k;
+        }
         c->registered = true;
+        if (c->cls < b->n_classes) b->classes[c->cls].clients++;
         c->kind = (uint8_t)m->kind;
         mb_msg r = {.type = MB_T_WELCOME,
                     .seq = m->seq,
@@ -382,7 +652,8 @@ int _mb_broker_handle(mb_broker *b, uint32_t slot, const mb_msg *m, uint64_t now
     switch (m->type) {
     case MB_T_REQUEST:
     case MB_T_RESERVE: {
-        if (m->type == MB_T_RESERVE && m->pages > b->cfg.pool_pages) {
+        if (m->type == MB_T_RESERVE &&
+            (m->pages > b->cfg.pool_pages || m->pages > b->classes[c->cls].cap)) {
             mb_msg r = {.type = MB_T_GRANT, .seq = m->seq, .status = -ENOSPC, .held = c->held};
             send(b, slot, &r);
             return 0;
@@ -421,8 +692,7 @@ int _mb_broker_handle(mb_broker *b, uint32_t slot, const mb_msg *m, uint64_t now
             *why = "RETURN of more pages than held";
             rc = -EINVAL;
         } else {
-            c->held -= m->pages;
-            b->held_total -= m->pages;
+            sub_held(b, c, m->pages);
         }
         r.held = c->held;
         send(b, slot, &r);
@@ -467,5 +737,6 @@ uint64_t _mb_broker_next_deadline(const mb_broker *b, uint64_t now)
         if (waiting && !c->gb_active && c->gb_rest_until > now && c->gb_rest_until < next)
             next = c->gb_rest_until;
     }
-    return next;
+    uint64_t p = _mb_policy_next(&b->pol, now);
+    return p < next ? p : next;
 }

@@ -29,6 +29,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "policy.h"
 #include "protocol.h"
 
 /* Requests one client may have waiting at once. */
@@ -58,6 +59,8 @@ typedef struct mb_bclient {
     uint64_t gb_target;     /* pages asked in the active one */
     uint64_t gb_deadline;   /* answer by */
     uint64_t gb_rest_until; /* not asked again before */
+    uint8_t cls;            /* its class (index in mb_broker.classes) */
+    bool subscribed;        /* gets NOTIFY on every change of the memory level */
 } mb_bclient;
 
 typedef struct mb_pending {
@@ -72,6 +75,10 @@ typedef struct mb_pending {
 
 /* Sends a record to the client in `slot`. */
 typedef void (*mb_send_fn)(void *ctx, uint32_t slot, const mb_msg *m);
+/* Asks the daemon to terminate a process of the KILLABLE list (issue 7).
+ * Returns true when a victim is being terminated (the daemon then calls
+ * _mb_broker_kill_done when it is gone), false when there is none. */
+typedef bool (*mb_kill_fn)(void *ctx, const char *why);
 /* A line for the log (no newline), level as in syslog: 3 err, 4 warning, 6 info, 7 debug. */
 typedef void (*mb_log_fn)(void *ctx, int level, const char *msg);
 
@@ -89,6 +96,16 @@ typedef struct mb_broker {
     mb_send_fn send;
     mb_log_fn log;
     void *ctx;
+    /* low-memory policy (issue 7) */
+    mb_policy pol;
+    mb_class classes[MB_MAX_CLASSES];
+    uint32_t n_classes;
+    bool class_by_request; /* HELLO may name a class */
+    bool kill_on_urgent;   /* an unmet RESERVE after give-back asks for a kill */
+    mb_kill_fn kill;
+    bool kill_busy;        /* a victim is being terminated */
+    uint64_t kill_quiet_until; /* no victim found: do not ask again before */
+    uint32_t pressure_flags;   /* MB_PSI_* armed, for POLICY_INFO */
 } mb_broker;
 
 /* clients: capacity entries; pending: capacity * MB_MAX_INFLIGHT entries;
@@ -119,6 +136,26 @@ uint64_t _mb_broker_next_deadline(const mb_broker *b, uint64_t now);
 /* New pool and timeouts (SIGHUP). A pool smaller than what is held leaves
  * nothing free until enough comes back. */
 void _mb_broker_configure(mb_broker *b, const mb_broker_cfg *cfg, uint64_t now);
+
+/* The policy (thresholds, classes with min/cap in pages, kill hook) and
+ * MemTotal. Class 0 must be the default class. Clients whose class index
+ * is beyond n move to class 0. */
+void _mb_broker_set_policy(mb_broker *b, const mb_policy_cfg *pc, const mb_class *classes,
+                           uint32_t n, bool class_by_request, bool kill_on_urgent,
+                           uint64_t mem_total, mb_kill_fn kill, uint64_t now);
+
+/* The class of the client in `slot` (from the daemon's match on uid, exe or
+ * cgroup), before its HELLO. */
+void _mb_broker_set_class(mb_broker *b, uint32_t slot, uint32_t cls);
+
+/* MemAvailable in bytes (0: unknown), read by the daemon. */
+void _mb_broker_meminfo(mb_broker *b, uint64_t mem_available, uint64_t now);
+
+/* A kernel pressure event (MB_R_PSI_SOME, MB_R_PSI_FULL, MB_R_CG_HIGH, MB_R_CG_MAX). */
+void _mb_broker_pressure(mb_broker *b, uint32_t reason, uint64_t now);
+
+/* The victim asked for by the kill hook is gone (or could not be killed). */
+void _mb_broker_kill_done(mb_broker *b, uint64_t now);
 
 uint64_t _mb_broker_free(const mb_broker *b);
 uint32_t _mb_broker_registered(const mb_broker *b);

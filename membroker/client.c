@@ -206,6 +206,12 @@ static int open_socket(const char *path)
 int mb_client_connect(mb_client *c, const char *socket_path, mb_kind kind, mb_giveback_fn fn,
                       void *ctx)
 {
+    return mb_client_connect_class(c, socket_path, kind, fn, ctx, NULL);
+}
+
+int mb_client_connect_class(mb_client *c, const char *socket_path, mb_kind kind,
+                            mb_giveback_fn fn, void *ctx, const char *class_name)
+{
     if (!c) return -EINVAL;
     c->_magic = 0;
     c->_fd = -1;
@@ -224,6 +230,14 @@ int mb_client_connect(mb_client *c, const char *socket_path, mb_kind kind, mb_gi
     if (fd < 0) return fd;
     c->_fd = fd;
     mb_msg req = {.type = MB_T_HELLO, .kind = (uint32_t)kind}, rep;
+    if (class_name) {
+        size_t n = strlen(class_name);
+        if (n >= sizeof req.comm) {
+            drop(c);
+            return -EINVAL;
+        }
+        memcpy(req.comm, class_name, n);
+    }
     int rc = call(c, &req, MB_T_WELCOME, &rep, CONNECT_WAIT_MS);
     if (rc < 0) {
         drop(c);
@@ -345,10 +359,10 @@ int mb_status(const char *socket_path, mb_pool_info *pool, mb_status_fn fn, void
     int fd = open_socket(socket_path);
     if (fd < 0) return fd;
     c._fd = fd;
-    uint32_t cursor = 0;
+    uint32_t cursor = 0, ext = MB_STATUS_EXT, ci_class = 0;
     int rc = 0;
     for (;;) {
-        mb_msg req = {.type = MB_T_STATUS, .cursor = cursor}, m;
+        mb_msg req = {.type = MB_T_STATUS, .cursor = cursor, .flags = ext}, m;
         req.seq = next_seq(&c);
         rc = send_rec(&c, &req);
         if (rc < 0) break;
@@ -368,6 +382,7 @@ int mb_status(const char *socket_path, mb_pool_info *pool, mb_status_fn fn, void
                 break;
             }
             if (m.type == MB_T_STATUS_ENTRY && fn) {
+                ci_class = m.class_id;
                 mb_client_info ci = {.pid = m.pid,
                                      .uid = m.uid,
                                      .slot = m.cursor,
@@ -377,6 +392,7 @@ int mb_status(const char *socket_path, mb_pool_info *pool, mb_status_fn fn, void
                                      .outstanding = m.count,
                                      .giveback_pending = (m.flags & MB_ENTRY_GIVEBACK) != 0};
                 memcpy(ci.comm, m.comm, sizeof ci.comm);
+                ci.class_id = ci_class;
                 fn(ctx, &ci);
             } else if (m.type == MB_T_STATUS_END) {
                 if (pool) {
@@ -391,8 +407,164 @@ int mb_status(const char *socket_path, mb_pool_info *pool, mb_status_fn fn, void
                 if (m.flags & MB_END_DONE) cursor = UINT32_MAX;
             }
         }
+        /* a daemon older than MB_STATUS_EXT refuses the flag: ask again without */
+        if (rc == -EBADMSG && ext && cursor == 0) {
+            ext = 0;
+            rc = 0;
+            continue;
+        }
         if (rc < 0 || cursor == UINT32_MAX) break;
     }
     drop(&c);
     return rc < 0 ? rc : 0;
+}
+
+/* ---- low-memory policy ---- */
+
+static void to_event(const mb_msg *m, mb_event *ev)
+{
+    ev->level = (mb_level)m->level;
+    ev->previous = (mb_level)m->prev;
+    ev->reasons = m->reasons;
+    ev->granted_pages = m->held;
+    ev->pool_pages = m->pool;
+    ev->available_pages = m->free;
+    ev->page_size = m->page_size;
+}
+
+/* Sends one record on a short connection and waits for the reply `want`
+ * with its seq (records of other types with that seq go to `each`). */
+static int short_call(mb_client *c, mb_msg *req, uint16_t want, mb_msg *out,
+                      void (*each)(void *ctx, const mb_msg *m), void *ctx)
+{
+    req->seq = next_seq(c);
+    int rc = send_rec(c, req);
+    if (rc < 0) return rc;
+    uint64_t deadline = now_ms() + CONNECT_WAIT_MS;
+    for (;;) {
+        rc = recv_now(c, out);
+        if (rc == -EAGAIN) {
+            rc = wait_fd(c->_fd, POLLIN, deadline);
+            if (rc < 0) return rc;
+            continue;
+        }
+        if (rc < 0) return rc;
+        if (out->seq != req->seq) continue;
+        if (out->type == MB_T_ERROR) return out->status;
+        if (out->type == want) return 0;
+        if (each) each(ctx, out);
+    }
+}
+
+int mb_watch_open(const char *socket_path, mb_event *now)
+{
+    mb_client c = {._fd = -1, ._kind = MB_SIMPLE};
+    int fd = open_socket(socket_path);
+    if (fd < 0) return fd;
+    c._fd = fd;
+    mb_msg req = {.type = MB_T_SUBSCRIBE}, rep;
+    int rc = short_call(&c, &req, MB_T_NOTIFY, &rep, NULL, NULL);
+    if (rc < 0) {
+        drop(&c);
+        return rc;
+    }
+    if (now) to_event(&rep, now);
+    return c._fd;
+}
+
+int mb_watch_read(int fd, mb_event *ev, int timeout_ms)
+{
+    mb_client c = {._fd = fd, ._kind = MB_SIMPLE};
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        mb_msg m;
+        uint8_t buf[MB_MSG_SIZE + 16];
+        ssize_t n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int rc = wait_fd(fd, POLLIN, deadline);
+            if (rc == -ETIMEDOUT) return 0;
+            if (rc < 0) return rc;
+            continue;
+        }
+        if (n <= 0) return -ENOTCONN;
+        if (_mb_msg_decode(buf, (size_t)n, &m) != 0) return -EPROTO;
+        (void)c;
+        if (m.type != MB_T_NOTIFY) continue;
+        to_event(&m, ev);
+        return 1;
+    }
+}
+
+typedef struct class_cb {
+    mb_class_fn fn;
+    void *ctx;
+} class_cb;
+
+static void on_class(void *ctx, const mb_msg *m)
+{
+    class_cb *cb = ctx;
+    if (m->type != MB_T_CLASS_INFO || !cb->fn) return;
+    mb_class_info ci = {.index = m->cursor,
+                        .min_pages = m->pages,
+                        .cap_pages = m->pool,
+                        .granted_pages = m->held,
+                        .clients = m->count};
+    memcpy(ci.name, m->comm, sizeof ci.name);
+    cb->fn(cb->ctx, &ci);
+}
+
+int mb_policy_status(const char *socket_path, mb_policy_info *info, mb_class_fn fn, void *ctx)
+{
+    mb_client c = {._fd = -1, ._kind = MB_SIMPLE};
+    int fd = open_socket(socket_path);
+    if (fd < 0) return fd;
+    c._fd = fd;
+    mb_msg req = {.type = MB_T_POLICY}, rep;
+    /* POLICY_INFO comes first, then one CLASS_INFO per class */
+    int rc = short_call(&c, &req, MB_T_POLICY_INFO, &rep, NULL, NULL);
+    if (rc == 0) {
+        if (info) {
+            info->level = (mb_level)rep.level;
+            info->reasons = rep.reasons;
+            info->signal_pages = rep.pages;
+            info->alloc_pages = rep.waiting;
+            info->granted_pages = rep.held;
+            info->pool_pages = rep.pool;
+            info->available_pages = rep.free;
+            info->page_size = rep.page_size;
+            info->sources = rep.flags;
+            info->classes = rep.count;
+        }
+        class_cb cb = {fn, ctx};
+        uint64_t deadline = now_ms() + CONNECT_WAIT_MS;
+        for (uint32_t got = 0; got < rep.count;) {
+            mb_msg m;
+            rc = recv_now(&c, &m);
+            if (rc == -EAGAIN) {
+                rc = wait_fd(c._fd, POLLIN, deadline);
+                if (rc < 0) break;
+                continue;
+            }
+            if (rc < 0) break;
+            if (m.seq != req.seq || m.type != MB_T_CLASS_INFO) continue;
+            on_class(&cb, &m);
+            got++;
+        }
+    }
+    drop(&c);
+    return rc < 0 ? rc : 0;
+}
+
+int mb_report(const char *socket_path)
+{
+    mb_client c = {._fd = -1, ._kind = MB_SIMPLE};
+    int fd = open_socket(socket_path);
+    if (fd < 0) return fd;
+    c._fd = fd;
+    mb_msg req = {.type = MB_T_REPORT}, rep;
+    int rc = short_call(&c, &req, MB_T_REPORTED, &rep, NULL, NULL);
+    drop(&c);
+    if (rc < 0) return rc;
+    return rep.status < 0 ? rep.status : (int)rep.pages;
 }

@@ -28,6 +28,18 @@ void _mb_config_defaults(mb_config *cfg)
     cfg->reserve_max_ms = 60000;
     cfg->max_clients = 256;
     cfg->log_level = 6;
+    cfg->policy.hysteresis_pct = 5;
+    cfg->policy.hold_ms = 2000;
+    cfg->policy.giveback_pct = 25;
+    cfg->policy.interval_ms = 5000;
+    cfg->policy.kill_grace_ms = 0;
+    snprintf(cfg->meminfo, sizeof cfg->meminfo, "/proc/meminfo");
+    cfg->meminfo_interval_ms = 1000;
+    cfg->n_classes = 1;
+    snprintf(cfg->classes[0].name, sizeof cfg->classes[0].name, "default");
+    cfg->kill_timeout_ms = 5000;
+    cfg->kill_on_urgent = true;
+    cfg->oom_score_adj = true;
 }
 
 static bool parse_u64(const char *s, const char **end, uint64_t *out)
@@ -198,12 +210,207 @@ static int level_of(const char *s)
     return -1;
 }
 
+static bool parse_bool(const char *s, bool *out)
+{
+    if (!strcasecmp(s, "yes") || !strcasecmp(s, "on") || !strcasecmp(s, "true") || !strcmp(s, "1"))
+        *out = true;
+    else if (!strcasecmp(s, "no") || !strcasecmp(s, "off") || !strcasecmp(s, "false") ||
+             !strcmp(s, "0"))
+        *out = false;
+    else
+        return false;
+    return true;
+}
+
+/* Splits value into at most `max` blank-separated tokens (in buf). */
+static unsigned tokens(const char *value, char *buf, size_t cap, char **tok, unsigned max)
+{
+    snprintf(buf, cap, "%s", value);
+    unsigned n = 0;
+    for (char *save = NULL, *t = strtok_r(buf, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+        if (n == max) return max + 1;
+        tok[n++] = t;
+    }
+    return n;
+}
+
+static bool valid_name(const char *s, size_t cap)
+{
+    if (!*s || strlen(s) >= cap) return false;
+    for (; *s; s++)
+        if (!isgraph((unsigned char)*s) || *s == '#') return false;
+    return true;
+}
+
+/* A class size: a size or a percentage of the pool. */
+static bool class_size(const char *s, mb_th_spec *out)
+{
+    const char *why;
+    return _mb_parse_threshold(s, out, &why) && out->mode != MB_TH_MEM_PCT;
+}
+
+/* The policy keys (issue 7). Returns -1 if `key` is not one of them. */
+static int policy_set(mb_config *cfg, const char *key, const char *value, const char **why)
+{
+    char buf[512];
+    char *tok[4];
+    if (!strcasecmp(key, "SIGNAL_THRESHOLD") || !strcasecmp(key, "ALLOC_THRESHOLD")) {
+        mb_th_spec *dst = toupper((unsigned char)key[0]) == 'S' ? &cfg->policy.signal
+                                                                 : &cfg->policy.alloc;
+        return _mb_parse_threshold(value, dst, why);
+    }
+    if (!strcasecmp(key, "PSI_SOME") || !strcasecmp(key, "PSI_FULL")) {
+        int i = toupper((unsigned char)key[4]) == 'F';
+        if (!strcasecmp(value, "none") || !strcasecmp(value, "off")) {
+            cfg->psi_stall_us[i] = cfg->psi_window_us[i] = 0;
+            return true;
+        }
+        uint32_t st, win;
+        if (tokens(value, buf, sizeof buf, tok, 2) != 2 || !parse_u32(tok[0], 10, 10000000, &st) ||
+            !parse_u32(tok[1], 10, 10000000, &win) || st == 0 || win < 1000 || st > win) {
+            *why = "expected none or STALL_US WINDOW_US (e.g. 150000 1000000), stall <= window "
+                   "<= 10000000";
+            return false;
+        }
+        cfg->psi_stall_us[i] = st;
+        cfg->psi_window_us[i] = win;
+        return true;
+    }
+    if (!strcasecmp(key, "PSI_CGROUP") || !strcasecmp(key, "MEMINFO") ||
+        !strcasecmp(key, "REPORT_DIR")) {
+        char *dst = toupper((unsigned char)key[0]) == 'P'   ? cfg->psi_cgroup
+                    : toupper((unsigned char)key[0]) == 'M' ? cfg->meminfo
+                                                            : cfg->report_dir;
+        if (!strcasecmp(value, "none") && dst != cfg->meminfo) {
+            dst[0] = '\0';
+            return true;
+        }
+        if (value[0] != '/' || strlen(value) >= MB_PATH_MAX || strpbrk(value, " \t")) {
+            *why = "expected an absolute path without blanks (107 bytes at most)";
+            return false;
+        }
+        snprintf(dst, MB_PATH_MAX, "%s", value);
+        return true;
+    }
+    if (!strcasecmp(key, "CLASS")) {
+        unsigned n = tokens(value, buf, sizeof buf, tok, 3);
+        mb_class_spec c = {{0}, {MB_TH_OFF, 0}, {MB_TH_OFF, 0}};
+        if (n != 3 || !valid_name(tok[0], MB_CLASS_NAME) || !class_size(tok[1], &c.min) ||
+            !class_size(tok[2], &c.cap)) {
+            *why = "expected CLASS NAME MINIMUM CAP (name up to 15 characters; sizes as 64M, "
+                   "25% of the pool, or none)";
+            return false;
+        }
+        snprintf(c.name, sizeof c.name, "%s", tok[0]);
+        uint32_t k = 0;
+        while (k < cfg->n_classes && strcmp(cfg->classes[k].name, c.name))
+            k++;
+        if (k == MB_MAX_CLASSES) {
+            *why = "too many classes (8 at most, with default)";
+            return false;
+        }
+        cfg->classes[k] = c;
+        if (k == cfg->n_classes) cfg->n_classes++;
+        return true;
+    }
+    if (!strcasecmp(key, "CLASS_MEMBER")) {
+        unsigned n = tokens(value, buf, sizeof buf, tok, 3);
+        if (n != 3) {
+            *why = "expected CLASS_MEMBER CLASS uid|exe|cgroup VALUE";
+            return false;
+        }
+        uint32_t k = 0;
+        while (k < cfg->n_classes && strcmp(cfg->classes[k].name, tok[0]))
+            k++;
+        if (k == cfg->n_classes) {
+            *why = "no such class (a CLASS line must come first)";
+            return false;
+        }
+        if (cfg->n_matches == MB_MAX_MATCHES) {
+            *why = "too many CLASS_MEMBER lines (32 at most)";
+            return false;
+        }
+        mb_class_match m = {.cls = (uint8_t)k};
+        if (!strcasecmp(tok[1], "uid")) {
+            m.kind = MB_MATCH_UID;
+            if (!parse_u32(tok[2], 10, UINT32_MAX - 1, &m.uid)) {
+                *why = "uid must be a number";
+                return false;
+            }
+        } else if (!strcasecmp(tok[1], "exe") || !strcasecmp(tok[1], "cgroup")) {
+            m.kind = !strcasecmp(tok[1], "exe") ? MB_MATCH_EXE : MB_MATCH_CGROUP;
+            if (!valid_name(tok[2], sizeof m.name) ||
+                (m.kind == MB_MATCH_CGROUP) != (tok[2][0] == '/')) {
+                *why = "exe: a name (no '/'); cgroup: a path starting with '/' (63 bytes at most)";
+                return false;
+            }
+            snprintf(m.name, sizeof m.name, "%s", tok[2]);
+        } else {
+            *why = "match by uid, exe or cgroup";
+            return false;
+        }
+        cfg->matches[cfg->n_matches++] = m;
+        return true;
+    }
+    if (!strcasecmp(key, "NEVER_KILL") || !strcasecmp(key, "KILLABLE")) {
+        bool never = toupper((unsigned char)key[0]) == 'N';
+        char(*list)[64] = never ? cfg->never_kill : cfg->killable;
+        uint32_t *count = never ? &cfg->n_never : &cfg->n_killable;
+        char *t[MB_MAX_KILL_ENTRIES];
+        unsigned n = tokens(value, buf, sizeof buf, t, MB_MAX_KILL_ENTRIES);
+        for (unsigned i = 0; i < n && i < MB_MAX_KILL_ENTRIES; i++)
+            if (!valid_name(t[i], 64)) {
+                *why = "an executable name or a cgroup path (starting with '/'), 63 bytes at most";
+                return false;
+            }
+        if (n > MB_MAX_KILL_ENTRIES || *count + n > MB_MAX_KILL_ENTRIES) {
+            *why = "too many entries (32 at most per list)";
+            return false;
+        }
+        for (unsigned i = 0; i < n; i++)
+            snprintf(list[(*count)++], 64, "%s", t[i]);
+        return true;
+    }
+    bool *flag = !strcasecmp(key, "CLASS_BY_REQUEST") ? &cfg->class_by_request
+                 : !strcasecmp(key, "KILL_ON_URGENT") ? &cfg->kill_on_urgent
+                 : !strcasecmp(key, "OOM_SCORE_ADJ")  ? &cfg->oom_score_adj
+                                                      : NULL;
+    if (flag) {
+        if (!parse_bool(value, flag)) {
+            *why = "expected yes or no";
+            return false;
+        }
+        return true;
+    }
+    if (!strcasecmp(key, "HYSTERESIS") || !strcasecmp(key, "PRESSURE_GIVEBACK")) {
+        size_t n = strlen(value);
+        uint32_t v;
+        char num[16];
+        if (n < 2 || n > 4 || value[n - 1] != '%') {
+            *why = "a percentage, 0% to 100%";
+            return false;
+        }
+        memcpy(num, value, n - 1);
+        num[n - 1] = '\0';
+        if (!parse_u32(num, 10, 100, &v)) {
+            *why = "a percentage, 0% to 100%";
+            return false;
+        }
+        *(toupper((unsigned char)key[0]) == 'H' ? &cfg->policy.hysteresis_pct
+                                                 : &cfg->policy.giveback_pct) = v;
+        return true;
+    }
+    return -1;
+}
+
 bool _mb_config_set(mb_config *cfg, const char *key, const char *value, const char **why)
 {
     if (!*value) {
         *why = "missing value";
         return false;
     }
+    int p = policy_set(cfg, key, value, why);
+    if (p >= 0) return p == 1;
     if (strcasecmp(key, "POOL") == 0) return _mb_parse_pool(value, &cfg->pool, why);
     if (strcasecmp(key, "SOCKET") == 0) {
         if (value[0] != '/' && value[0] != '.') {
@@ -245,6 +452,12 @@ bool _mb_config_set(mb_config *cfg, const char *key, const char *value, const ch
         {"GIVEBACK_TIMEOUT", &cfg->giveback_timeout_ms, 1, 600000, "milliseconds, 1 to 600000"},
         {"RESERVE_MAX_TIMEOUT", &cfg->reserve_max_ms, 0, 86400000, "milliseconds, 0 to 86400000"},
         {"MAX_CLIENTS", &cfg->max_clients, 1, 65536, "a count, 1 to 65536"},
+        {"PRESSURE_HOLD", &cfg->policy.hold_ms, 0, 600000, "milliseconds, 0 to 600000"},
+        {"PRESSURE_INTERVAL", &cfg->policy.interval_ms, 0, 600000, "milliseconds, 0 to 600000"},
+        {"KILL_GRACE", &cfg->policy.kill_grace_ms, 0, 86400000, "milliseconds, 0 to 86400000"},
+        {"KILL_TIMEOUT", &cfg->kill_timeout_ms, 1, 600000, "milliseconds, 1 to 600000"},
+        {"MEMINFO_INTERVAL", &cfg->meminfo_interval_ms, 10, 600000,
+         "milliseconds, 10 to 600000"},
     };
     for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
         if (strcasecmp(key, nums[i].key) != 0) continue;

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "policy.h"
+
 typedef enum mb_pool_mode {
     MB_POOL_BYTES = 0,  /* POOL 512M */
     MB_POOL_PERCENT,    /* POOL 80%  (of MemTotal) */
@@ -37,6 +39,29 @@ typedef struct mb_config {
     uint32_t reserve_max_ms;      /* RESERVE_MAX_TIMEOUT; default 60000 */
     uint32_t max_clients;         /* MAX_CLIENTS; default 256 */
     int log_level;                /* LOG_LEVEL error|warning|info|debug -> 3|4|6|7; default info */
+
+    /* low-memory policy (issue 7); every default is "off" */
+    mb_policy_cfg policy;              /* SIGNAL_THRESHOLD ALLOC_THRESHOLD HYSTERESIS
+                                          PRESSURE_HOLD PRESSURE_GIVEBACK PRESSURE_INTERVAL
+                                          KILL_GRACE */
+    char meminfo[MB_PATH_MAX];         /* MEMINFO; default /proc/meminfo */
+    uint32_t meminfo_interval_ms;      /* MEMINFO_INTERVAL; default 1000 */
+    uint32_t psi_stall_us[2];          /* PSI_SOME, PSI_FULL: stall; 0 = off */
+    uint32_t psi_window_us[2];         /*   and window */
+    char psi_cgroup[MB_PATH_MAX];      /* PSI_CGROUP: a cgroup v2 directory; "" none */
+    mb_class_spec classes[MB_MAX_CLASSES]; /* CLASS lines; [0] "default" */
+    uint32_t n_classes;
+    mb_class_match matches[MB_MAX_MATCHES]; /* CLASS_MEMBER lines, in order */
+    uint32_t n_matches;
+    bool class_by_request;             /* CLASS_BY_REQUEST */
+    char never_kill[MB_MAX_KILL_ENTRIES][64]; /* NEVER_KILL */
+    uint32_t n_never;
+    char killable[MB_MAX_KILL_ENTRIES][64]; /* KILLABLE, in order */
+    uint32_t n_killable;
+    uint32_t kill_timeout_ms;          /* KILL_TIMEOUT: SIGTERM to SIGKILL; default 5000 */
+    bool kill_on_urgent;               /* KILL_ON_URGENT; default yes */
+    bool oom_score_adj;                /* OOM_SCORE_ADJ; default yes */
+    char report_dir[MB_PATH_MAX];      /* REPORT_DIR; "" none */
 } mb_config;
 
 /* file, 1-based line, message naming the key and the value. */

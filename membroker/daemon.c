@@ -23,6 +23,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -32,6 +33,8 @@
 #include "broker.h"
 #include "config.h"
 #include "membroker.h"
+#include "lowmem.h"
+#include "policy.h"
 #include "protocol.h"
 
 /* Records a connection may have queued for sending when its socket buffer
@@ -181,12 +184,35 @@ static bool build_config(mb_config *cfg, uint64_t *pool_pages)
     }
     if (bad) return false;
     const char *why = "";
-    *pool_pages = _mb_pool_pages(&cfg->pool, _mb_mem_total(), D.page_size, &why);
+    const char *src = D.config_path ? D.config_path : "command line";
+    uint64_t mem_total = _mb_lowmem_mem_total(cfg);
+    if (mem_total == 0) mem_total = _mb_mem_total();
+    *pool_pages = _mb_pool_pages(&cfg->pool, mem_total, D.page_size, &why);
     if (*pool_pages == 0) {
-        logm(3, "%s: POOL: %s", D.config_path ? D.config_path : "command line", why);
+        logm(3, "%s: POOL: %s", src, why);
         return false;
     }
-    return true;
+    /* the policy's figures must make sense together (issue 7) */
+    mb_th st = _mb_th_resolve(&cfg->policy.signal, *pool_pages, D.page_size, mem_total);
+    mb_th mat = _mb_th_resolve(&cfg->policy.alloc, *pool_pages, D.page_size, mem_total);
+    if (st.quota_pages && mat.quota_pages && mat.quota_pages < st.quota_pages) {
+        logm(3, "%s: ALLOC_THRESHOLD (%llu pages) is below SIGNAL_THRESHOLD (%llu pages)", src,
+             (unsigned long long)mat.quota_pages, (unsigned long long)st.quota_pages);
+        bad++;
+    }
+    uint64_t mins = 0;
+    for (uint32_t k = 0; k < cfg->n_classes; k++) {
+        const mb_th_spec *m = &cfg->classes[k].min;
+        mins += m->mode == MB_TH_BYTES      ? m->value / D.page_size
+                : m->mode == MB_TH_POOL_PCT ? *pool_pages / 100 * m->value
+                                            : 0;
+    }
+    if (mins > *pool_pages) {
+        logm(3, "%s: the CLASS minimums (%llu pages) exceed the pool (%llu pages)", src,
+             (unsigned long long)mins, (unsigned long long)*pool_pages);
+        bad++;
+    }
+    return bad == 0;
 }
 
 static mb_broker_cfg broker_cfg(void)
@@ -232,6 +258,7 @@ static void reload(void)
         D.log_level = nc.log_level;
         mb_broker_cfg bc = broker_cfg();
         _mb_broker_configure(&D.broker, &bc, now_ms());
+        _mb_lowmem_configure(&D.broker, &D.cfg, D.pool_pages, D.page_size, D.ep, logm, now_ms());
         logm(6, "reloaded %s: pool %llu pages, %llu free", D.config_path, (unsigned long long)pages,
              (unsigned long long)_mb_broker_free(&D.broker));
     }
@@ -379,6 +406,8 @@ static void on_accept(void)
             refuse_conn(fd, (uint32_t)cred.pid, slot);
             continue;
         }
+        _mb_broker_set_class(&D.broker, (uint32_t)slot,
+                             _mb_lowmem_class_of((uint32_t)cred.pid, (uint32_t)cred.uid, comm));
         conn *c = &D.conns[slot];
         c->fd = fd;
         c->doomed = c->pollout = false;
@@ -443,6 +472,15 @@ static void on_readable(uint32_t slot)
         int err = _mb_msg_decode(buf, len, &m);
         if (err) {
             on_bad_record(slot, err, &m, (mh.msg_flags & MSG_TRUNC) ? -1 : n);
+            continue;
+        }
+        if (m.type == MB_T_REPORT) { /* writes files: the daemon's, not the broker's */
+            int no = _mb_lowmem_report("asked for (mbctl report)");
+            mb_msg r = {.type = MB_T_REPORTED,
+                        .seq = m.seq,
+                        .status = no < 0 ? no : 0,
+                        .pages = no < 0 ? 0 : (uint64_t)no};
+            on_send(NULL, slot, &r);
             continue;
         }
         const char *why;
@@ -701,6 +739,8 @@ static void loop(void)
     struct epoll_event evs[64];
     for (;;) {
         uint64_t now = now_ms(), next = _mb_broker_next_deadline(&D.broker, now);
+        uint64_t lm = _mb_lowmem_next(now);
+        if (lm < next) next = lm;
         int timeout = next == UINT64_MAX   ? -1
                       : next <= now        ? 0
                       : next - now > 60000 ? 60000
@@ -716,6 +756,8 @@ static void loop(void)
                 on_accept();
             } else if (id == 1) {
                 if (!on_signal()) return;
+            } else if (id >= MB_LOWMEM_ID) {
+                _mb_lowmem_event(id, evs[i].events, now_ms());
             } else {
                 uint32_t slot = (uint32_t)(id - 2);
                 if (D.conns[slot].fd < 0) continue; /* closed earlier in this batch */
@@ -724,6 +766,7 @@ static void loop(void)
             }
             reap();
         }
+        _mb_lowmem_tick(now_ms());
         _mb_broker_tick(&D.broker, now_ms());
         reap();
     }
@@ -757,6 +800,7 @@ int main(int argc, char **argv)
     if (!D.activated) D.lfd = bind_socket();
     if (D.lfd < 0) return 1;
     if (!setup_loop()) return 1;
+    _mb_lowmem_configure(&D.broker, &D.cfg, D.pool_pages, D.page_size, D.ep, logm, now_ms());
     logm(6, "listening on %s%s: pool %llu pages of %llu bytes, %u clients at most",
          D.activated ? "the socket passed by systemd" : D.cfg.socket, "",
          (unsigned long long)D.pool_pages, (unsigned long long)D.page_size, D.capacity);
@@ -765,6 +809,7 @@ int main(int argc, char **argv)
     sd_notify_(ready);
     loop();
     sd_notify_("STOPPING=1");
+    _mb_lowmem_close();
     for (uint32_t i = 0; i < D.capacity; i++)
         if (D.conns[i].fd >= 0) close(D.conns[i].fd);
     close(D.lfd);

@@ -28,6 +28,11 @@ typedef enum field {
     F_COUNT,
     F_CAPACITY,
     F_FLAGS,
+    F_LEVEL,
+    F_PREV,
+    F_REASONS,
+    F_CLASS,
+    F_PFLAGS, /* POLICY_INFO flags */
     /* 16 bytes */
     F_COMM,
 } field;
@@ -37,7 +42,7 @@ typedef struct slot {
     uint8_t off; /* byte offset in the record */
 } slot;
 
-#define MAX_FIELDS 10
+#define MAX_FIELDS 11
 
 typedef struct layout {
     const char *name;
@@ -46,7 +51,7 @@ typedef struct layout {
 } layout;
 
 static const layout layouts[MB_T_COUNT_] = {
-    [MB_T_HELLO] = {"HELLO", true, {{F_KIND, 16}}},
+    [MB_T_HELLO] = {"HELLO", true, {{F_KIND, 16}, {F_COMM, 32}}},
     [MB_T_WELCOME] = {"WELCOME",
                       false,
                       {{F_PAGE_SIZE, 16}, {F_POOL, 24}, {F_CURSOR, 32}, {F_COUNT, 36}}},
@@ -54,7 +59,7 @@ static const layout layouts[MB_T_COUNT_] = {
     [MB_T_RESERVE] = {"RESERVE", true, {{F_PAGES, 16}, {F_TIMEOUT, 24}}},
     [MB_T_RETURN] = {"RETURN", true, {{F_PAGES, 16}}},
     [MB_T_QUERY] = {"QUERY", true, {{F_END, 0}}},
-    [MB_T_STATUS] = {"STATUS", true, {{F_CURSOR, 16}}},
+    [MB_T_STATUS] = {"STATUS", true, {{F_CURSOR, 16}, {F_FLAGS, 20}}},
     [MB_T_GRANT] = {"GRANT", false, {{F_PAGES, 16}, {F_HELD, 24}}},
     [MB_T_RETURNED] = {"RETURNED", false, {{F_HELD, 16}}},
     [MB_T_BALANCE] = {"BALANCE",
@@ -70,7 +75,8 @@ static const layout layouts[MB_T_COUNT_] = {
                             {F_CURSOR, 56},
                             {F_KIND, 60},
                             {F_COUNT, 64},
-                            {F_FLAGS, 68}}},
+                            {F_FLAGS, 68},
+                            {F_CLASS, 72}}},
     [MB_T_STATUS_END] = {"STATUS_END",
                          false,
                          {{F_POOL, 16},
@@ -83,6 +89,39 @@ static const layout layouts[MB_T_COUNT_] = {
     [MB_T_GIVEBACK] = {"GIVEBACK", false, {{F_PAGES, 16}, {F_URGENCY, 24}, {F_TIMEOUT, 28}}},
     [MB_T_GIVEBACK_REPLY] = {"GIVEBACK_REPLY", true, {{F_PAGES, 16}}},
     [MB_T_ERROR] = {"ERROR", false, {{F_FLAGS, 16}}},
+    [MB_T_SUBSCRIBE] = {"SUBSCRIBE", true, {{F_END, 0}}},
+    [MB_T_NOTIFY] = {"NOTIFY",
+                     false,
+                     {{F_HELD, 16},
+                      {F_POOL, 24},
+                      {F_FREE, 32},
+                      {F_PAGE_SIZE, 40},
+                      {F_LEVEL, 48},
+                      {F_PREV, 52},
+                      {F_REASONS, 56}}},
+    [MB_T_POLICY] = {"POLICY", true, {{F_END, 0}}},
+    [MB_T_POLICY_INFO] = {"POLICY_INFO",
+                          false,
+                          {{F_PAGES, 16},
+                           {F_HELD, 24},
+                           {F_POOL, 32},
+                           {F_FREE, 40},
+                           {F_WAITING, 48},
+                           {F_PAGE_SIZE, 56},
+                           {F_LEVEL, 64},
+                           {F_REASONS, 68},
+                           {F_COUNT, 72},
+                           {F_PFLAGS, 76}}},
+    [MB_T_CLASS_INFO] = {"CLASS_INFO",
+                         false,
+                         {{F_PAGES, 16},
+                          {F_HELD, 24},
+                          {F_POOL, 32},
+                          {F_COMM, 40},
+                          {F_CURSOR, 56},
+                          {F_COUNT, 60}}},
+    [MB_T_REPORT] = {"REPORT", true, {{F_END, 0}}},
+    [MB_T_REPORTED] = {"REPORTED", false, {{F_PAGES, 16}}},
 };
 
 static const layout *layout_of(uint16_t type)
@@ -131,7 +170,16 @@ static uint32_t *u32_field(mb_msg *m, field f)
     case F_CAPACITY:
         return &m->capacity;
     case F_FLAGS:
+    case F_PFLAGS:
         return &m->flags;
+    case F_LEVEL:
+        return &m->level;
+    case F_PREV:
+        return &m->prev;
+    case F_REASONS:
+        return &m->reasons;
+    case F_CLASS:
+        return &m->class_id;
     default:
         return NULL;
     }
@@ -165,6 +213,16 @@ static bool valid(const mb_msg *m, const layout *l)
             break;
         case F_FLAGS:
             if (m->type == MB_T_ERROR ? m->flags >= MB_T_COUNT_ : m->flags > 1) return false;
+            break;
+        case F_PFLAGS:
+            if (m->flags > MB_POLICY_FLAGS_MAX) return false;
+            break;
+        case F_LEVEL:
+        case F_PREV:
+            if (*u32_field((mb_msg *)m, (field)s->f) > 2) return false;
+            break;
+        case F_REASONS:
+            if (m->reasons >= (1u << 8)) return false;
             break;
         case F_COMM:
             if (m->comm[sizeof m->comm - 1] != '\0') return false;

@@ -25,6 +25,17 @@
  *   STATUS         cursor@16 (u32, first slot)                  -> ENTRY* END
  *                  (allowed without HELLO)
  *   GIVEBACK_REPLY pages@16 (released; counted as returned)
+ *   SUBSCRIBE      -                                            -> NOTIFY now, then one per
+ *                  (allowed without HELLO)                         change of the memory level
+ *   POLICY         -                                            -> POLICY_INFO CLASS_INFO*
+ *                  (allowed without HELLO)                         (count@64 of POLICY_INFO)
+ *   REPORT         -                                            -> REPORTED
+ *                  (allowed without HELLO)
+ *
+ *   Additions that old peers never see (protocol 1.1, same version field):
+ *   HELLO          class@32 (16 bytes, NUL-terminated, "" = chosen by the daemon)
+ *   STATUS         flags@20 (MB_STATUS_EXT: the entries carry class@72)
+ *   STATUS_ENTRY   class@72 (u32, index of its class) only when asked with MB_STATUS_EXT
  *
  *   daemon -> client
  *   WELCOME        page_size@16 pool@24 cursor@32 (u32, its slot) count@36 (u32, requests in flight
@@ -36,6 +47,14 @@
  *                  count@44 (clients) capacity@48 flags@52 (MB_END_DONE)
  *   GIVEBACK       pages@16 (target) urgency@24 (u32) timeout_ms@28 (u32, answer within)
  *   ERROR          flags@16 (u32, the type of the record at fault, 0 if unreadable)
+ *   NOTIFY         held@16 (granted) pool@24 free@32 (MemAvailable, pages; 0 unknown)
+ *                  page_size@40 level@48 prev@52 reasons@56 (MB_REASON_*)
+ *   POLICY_INFO    pages@16 (signal threshold, pages; 0 off) held@24 (granted)
+ *                  pool@32 free@40 (MemAvailable pages) waiting@48 (alloc threshold; 0 off)
+ *                  page_size@56 level@64 reasons@68 count@72 (classes) flags@76 (MB_PSI_*)
+ *   CLASS_INFO     pages@16 (minimum) held@24 (granted) pool@32 (cap) comm@40 (name)
+ *                  cursor@56 (index) count@60 (clients)
+ *   REPORTED       pages@16 (report number; status -ENOENT when no REPORT_DIR)
  *
  * _mb_msg_decode() accepts a record only if it is exactly MB_MSG_SIZE bytes,
  * has the magic, the version and a known type, every field is in range and
@@ -60,6 +79,12 @@
 #define MB_MAX_PAGES (UINT64_C(1) << 48)
 
 #define MB_ENTRY_GIVEBACK 1u /* STATUS_ENTRY flags */
+#define MB_STATUS_EXT 1u     /* STATUS flags: entries carry their class */
+/* POLICY_INFO flags: which kernel pressure sources are armed */
+#define MB_PSI_SYSTEM 1u  /* trigger on /proc/pressure/memory */
+#define MB_PSI_CGROUP 2u  /* trigger on the configured cgroup's memory.pressure */
+#define MB_CG_EVENTS 4u   /* watching the cgroup's memory.events */
+#define MB_POLICY_FLAGS_MAX 7u
 #define MB_END_DONE 1u       /* STATUS_END flags */
 
 typedef enum mb_msg_type {
@@ -78,6 +103,13 @@ typedef enum mb_msg_type {
     MB_T_GIVEBACK = 13,
     MB_T_GIVEBACK_REPLY = 14,
     MB_T_ERROR = 15,
+    MB_T_SUBSCRIBE = 16,
+    MB_T_NOTIFY = 17,
+    MB_T_POLICY = 18,
+    MB_T_POLICY_INFO = 19,
+    MB_T_CLASS_INFO = 20,
+    MB_T_REPORT = 21,
+    MB_T_REPORTED = 22,
     MB_T_COUNT_ /* one past the last */
 } mb_msg_type;
 
@@ -102,6 +134,7 @@ typedef struct mb_msg {
     uint32_t count;
     uint32_t capacity;
     uint32_t flags;
+    uint32_t level, prev, reasons, class_id;
     char comm[16];
 } mb_msg;
 

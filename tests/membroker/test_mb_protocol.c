@@ -85,6 +85,42 @@ static mb_msg sample(uint16_t type)
         m.status = -EPROTO;
         m.flags = MB_T_REQUEST;
         break;
+    case MB_T_SUBSCRIBE:
+    case MB_T_POLICY:
+    case MB_T_REPORT:
+        break;
+    case MB_T_NOTIFY:
+        m.held = 7;
+        m.pool = 8;
+        m.free = 9;
+        m.page_size = 4096;
+        m.level = 2;
+        m.prev = 1;
+        m.reasons = 5;
+        break;
+    case MB_T_POLICY_INFO:
+        m.pages = 10;
+        m.held = 11;
+        m.pool = 12;
+        m.free = 13;
+        m.waiting = 14;
+        m.page_size = 4096;
+        m.level = 1;
+        m.reasons = 3;
+        m.count = 2;
+        m.flags = MB_PSI_SYSTEM | MB_PSI_CGROUP;
+        break;
+    case MB_T_CLASS_INFO:
+        m.pages = 1;
+        m.held = 2;
+        m.pool = 3;
+        memcpy(m.comm, "media", 6);
+        m.cursor = 1;
+        m.count = 4;
+        break;
+    case MB_T_REPORTED:
+        m.pages = 3;
+        break;
     default:
         fail_msg("no sample for type %u", type);
     }
@@ -258,8 +294,9 @@ static void test_fields_out_of_range(void **state)
 static void test_direction_and_names(void **state)
 {
     (void)state;
-    uint16_t from_client[] = {MB_T_HELLO, MB_T_REQUEST, MB_T_RESERVE,       MB_T_RETURN,
-                              MB_T_QUERY, MB_T_STATUS,  MB_T_GIVEBACK_REPLY};
+    uint16_t from_client[] = {MB_T_HELLO,     MB_T_REQUEST,   MB_T_RESERVE, MB_T_RETURN,
+                              MB_T_QUERY,     MB_T_STATUS,    MB_T_GIVEBACK_REPLY,
+                              MB_T_SUBSCRIBE, MB_T_POLICY,    MB_T_REPORT};
     unsigned n = 0;
     for (uint16_t t = 0; t < MB_T_COUNT_ + 2; t++)
         n += _mb_msg_from_client(t);
