@@ -52,22 +52,20 @@ static anr_mheap *hook_heap(void *ctx)
     return h == RESERVED ? NULL : h;
 }
 
-static bool hook_more_memory(void *ctx, anr_heap *core, size_t size)
+static bool in_frame(const anr_mheap *h)
 {
-    (void)core;
-    anr_mheap *h = hook_heap(ctx);
-    if (!h)
-        return false;
     for (cb_frame *f = tls_cb; f; f = f->up)
         if (f->heap == h)
-            return false; /* re-entered from one of our own callbacks */
+            return true;
+    return false;
+}
+
+/* One round of the heap's callbacks; the caller has pushed the frame. */
+static size_t run_more_memory(anr_mheap *h, size_t size)
+{
     _am_cb cbs[ANR_MAX_CALLBACKS];
     unsigned n;
     _am_copy_cbs(h, h->more, &h->n_more, cbs, &n);
-    if (n == 0)
-        return false;
-    cb_frame frame = {h, tls_cb};
-    tls_cb = &frame;
     size_t total = 0;
     for (unsigned i = 0; i < n; i++) {
         size_t freed = ((anr_more_memory_fn)cbs[i].fn)(cbs[i].ctx, h, size);
@@ -75,8 +73,32 @@ static bool hook_more_memory(void *ctx, anr_heap *core, size_t size)
         atomic_fetch_add(&h->more_freed, freed);
         total += freed;
     }
+    return total;
+}
+
+size_t _am_more_memory_chain(anr_mheap *h, size_t size)
+{
+    if (in_frame(h))
+        return 0;
+    cb_frame frame = {h, tls_cb};
+    tls_cb = &frame;
+    size_t total = run_more_memory(h, size);
     tls_cb = frame.up;
-    return total > 0;
+    return total;
+}
+
+static bool hook_more_memory(void *ctx, anr_heap *core, size_t size)
+{
+    (void)core;
+    anr_mheap *h = hook_heap(ctx);
+    if (!h || in_frame(h))
+        return false; /* re-entered from one of our own callbacks */
+    cb_frame frame = {h, tls_cb};
+    tls_cb = &frame;
+    /* Membroker quota is the first link (quota.c says why), then the callbacks. */
+    bool more = _am_quota_more(h, size) || run_more_memory(h, size) > 0;
+    tls_cb = frame.up;
+    return more;
 }
 
 static void hook_error(void *ctx, anr_error err, anr_op op, const void *p)
@@ -229,6 +251,7 @@ static anr_mheap *create(const anr_options *opts, bool is_default)
         _am_vg_noaccess(h, side + off_fdr, off_tab - off_fdr);
     }
     atomic_init(&h->epoch, 0);
+    _am_quota_init(h, opts); /* may move the limit to the quota held */
     if (h->vg) {
         /* The engine's heap struct (and ours) hold the address where data
          * starts: memcheck would take it for a reference to whatever block
@@ -246,6 +269,7 @@ void anr_heap_destroy(anr_mheap *h)
     if (!h || h->is_default)
         return;
     atomic_store(&registry[h->slot], NULL);
+    _am_quota_fini(h);
     anr_core_destroy(h->core);
     pthread_mutex_destroy(&h->cb_lock);
     pthread_mutex_destroy(&h->dlock);
@@ -469,7 +493,9 @@ size_t anr_heap_trim(anr_mheap *h)
 {
     anr_core_stats s;
     anr_core_get_stats(h->core, &s);
-    return anr_core_purge(h->core, true) * s.page_size;
+    size_t bytes = anr_core_purge(h->core, true) * s.page_size;
+    _am_quota_surplus(h); /* pages went back: so may surplus quota */
+    return bytes;
 }
 
 void anr_heap_get_stats(anr_mheap *h, anr_heap_stats *out)

@@ -41,6 +41,7 @@
 
 #include "anr_core.h"
 #include "anr_malloc.h"
+#include "quota.h"
 
 #define _AM_RI_MASK 0x00ffffffu
 #define _AM_EPOCH_SHIFT 24
@@ -132,6 +133,8 @@ struct anr_mheap {
 
     _Atomic uint64_t more_calls, more_freed, full_calls, gc_runs, gc_garbage, gc_freed;
     _Atomic uint64_t records_dropped, faults;
+
+    _am_quota quota; /* membroker (quota.c) */
 };
 
 /* --- heap.c --- */
@@ -144,6 +147,9 @@ void _am_fault(anr_mheap *h, anr_fault f, const char *op, const void *p, const c
 void _am_alloc_failed(anr_mheap *h, size_t size, bool hooks);
 void _am_copy_cbs(anr_mheap *h, const _am_cb *src, const unsigned *n, _am_cb *dst,
                   unsigned *nout);
+/* Runs the heap's need-more-memory callbacks once (not the quota link), in
+ * the heap's callback frame; 0 if this thread is already inside one. */
+size_t _am_more_memory_chain(anr_mheap *h, size_t size);
 
 static inline bool _am_in_span(const anr_mheap *h, const void *p)
 {

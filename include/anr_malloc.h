@@ -75,6 +75,18 @@ typedef struct anr_mheap anr_mheap;
 /* The most heaps that may exist at once (including the default heap). */
 #define ANR_MAX_HEAPS 64u
 
+/* membroker (the system-wide quota service, membroker/README.md). */
+typedef enum anr_membroker_mode {
+    ANR_MEMBROKER_OFF = 0,       /* the limit is options.limit */
+    ANR_MEMBROKER_SIMPLE,        /* the limit is the quota held: asked for, surplus returned */
+    ANR_MEMBROKER_BIDIRECTIONAL, /* ... and given back when the broker asks */
+} anr_membroker_mode;
+
+/* A one-line notice about a heap (no newline), e.g. "membroker unreachable".
+ * May be called from an allocation's slow path: it must not allocate from
+ * that heap. */
+typedef void (*anr_message_fn)(void *ctx, anr_mheap *heap, const char *msg);
+
 typedef struct anr_options {
     const char *name;         /* for reports; NULL = "anr" */
     size_t mapping_size;      /* bytes reserved for blocks; 0 = engine default (a few x RAM) */
@@ -94,6 +106,12 @@ typedef struct anr_options {
     size_t debug_records;     /* most live blocks with guards/stack/debug data at once;
                                * 0 = 1M on 64-bit, 64K on 32-bit. Past it blocks get none
                                * (counted in anr_heap_stats.records_dropped). */
+    /* membroker quota (see "Quota from membroker" below). */
+    anr_membroker_mode membroker; /* OFF (default), SIMPLE or BIDIRECTIONAL */
+    const char *membroker_socket; /* NULL = $MEMBROKER_SOCKET, else /run/membroker.sock */
+    size_t membroker_chunk;       /* least bytes asked for at once; 0 = 1 MiB */
+    anr_message_fn on_message;    /* notices; NULL = one line on stderr (write(2)) */
+    void *message_ctx;
 } anr_options;
 
 /* Sets `*opts` to the defaults (all zero but the fields above name defaults). */
@@ -183,6 +201,65 @@ typedef struct anr_heap_stats {
     unsigned debug;            /* ANR_DEBUG_* now on */
 } anr_heap_stats;
 void anr_heap_get_stats(anr_mheap *heap, anr_heap_stats *out);
+
+/* --- quota from membroker (options.membroker) ---
+ *
+ * A heap made with options.membroker != OFF registers with the membroker
+ * daemon at creation (options.membroker_socket, else $MEMBROKER_SOCKET) and
+ * its limit becomes the quota it holds (options.limit, if set, is the most
+ * it will hold). It starts with none; the limit is then one page, since the
+ * engine has no zero limit.
+ *  - Asking: quota is the FIRST link of the need-more-memory chain. When an
+ *    allocation would pass the limit (after dirty pages went back), the heap
+ *    sends a REQUEST for max(membroker_chunk, use / 8, the size + a page)
+ *    and waits for the answer; only if nothing is granted do the heap's own
+ *    callbacks run, and only if they free nothing does the allocation fail
+ *    (NULL/ENOMEM, or abort_on_full). A free page of the pool costs no one
+ *    anything; the heap's caches have value.
+ *  - Returning: surplus above the pages in use (in use + dirty) goes back
+ *    once it exceeds two chunks, down to one chunk of headroom, from
+ *    anr_heap_trim(), anr_heap_membroker_dispatch() and
+ *    anr_heap_membroker_return_surplus(); never from free() (free never
+ *    blocks).
+ *  - Giving back (BIDIRECTIONAL): asked for N pages, the heap hands back all
+ *    dirty pages, runs its need-more-memory callbacks (once for a normal
+ *    request, up to retry_rounds times for an urgent one, while it is short),
+ *    hands back pages again, lowers its limit and gives what is now above its
+ *    use, at most N. The request is handled when the application calls
+ *    anr_heap_membroker_dispatch() (put anr_heap_membroker_fd() in its poll
+ *    loop: the library starts no thread), or inline while the heap itself
+ *    waits in a REQUEST or RESERVE. While it runs, other threads' quota
+ *    requests for the heap wait.
+ *  - A heap that cannot reach the daemon at creation (or loses it later, or
+ *    is in a forked child) runs with options.limit (0 = none) and says so
+ *    once through options.on_message.
+ * The broker's page size is used for quota (anr_membroker_status.page_size). */
+typedef struct anr_membroker_status {
+    anr_membroker_mode mode; /* as asked in the options */
+    bool connected;          /* registered with the daemon now */
+    size_t held;             /* bytes of quota held (the limit while connected) */
+    size_t page_size;        /* the broker's page */
+    uint64_t requests;       /* REQUESTs sent */
+    uint64_t granted;        /* bytes granted (REQUEST and RESERVE) */
+    uint64_t returned;       /* bytes returned as surplus */
+    uint64_t givebacks;      /* give-back requests answered */
+    uint64_t given_back;     /* bytes given back on request */
+} anr_membroker_status;
+void anr_heap_membroker_status(anr_mheap *heap, anr_membroker_status *out);
+/* The connection's descriptor for the application's poll loop (POLLIN: call
+ * anr_heap_membroker_dispatch); -1 unless BIDIRECTIONAL and connected. */
+int anr_heap_membroker_fd(const anr_mheap *heap);
+/* Answers the give-back requests that have arrived (without waiting), then
+ * returns surplus quota. Returns how many requests were answered, or a
+ * negative errno (-ENOTCONN: not connected; the heap runs with its local
+ * limit). Also useful for a SIMPLE heap, on a timer, for the surplus. */
+int anr_heap_membroker_dispatch(anr_mheap *heap);
+/* RESERVE: all of `bytes` (rounded up to pages) or nothing, waiting up to
+ * timeout_ms while the broker asks others to give back. 0, or -ENOSPC (past
+ * options.limit or the pool), -ETIMEDOUT, -EAGAIN, -ENOTCONN. */
+int anr_heap_membroker_reserve(anr_mheap *heap, size_t bytes, int timeout_ms);
+/* Returns surplus quota now (the hysteresis above); the bytes returned. */
+size_t anr_heap_membroker_return_surplus(anr_mheap *heap);
 
 /* --- faults (bad pointers, damaged guards, a broken heap) --- */
 typedef enum anr_fault {
