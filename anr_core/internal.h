@@ -45,7 +45,7 @@ enum {
 #define _ANR_TAIL 0x80u
 
 /* Where an owned slab sits in its thread cache. */
-enum { _ANR_TC_CUR = 0, _ANR_TC_AVAIL, _ANR_TC_FULL };
+enum { _ANR_TC_CUR = 0, _ANR_TC_AVAIL, _ANR_TC_FULL, _ANR_TC_SPARE };
 #define _ANR_KIND(e) ((e)->kind & 0x7fu)
 
 #define _ANR_BITMAP_WORDS (ANR_SLAB_MAX_OBJECTS / 64)
@@ -94,7 +94,19 @@ typedef struct _anr_class {
     uint32_t size;  /* bytes per object */
     uint16_t nobj;  /* objects per slab */
     uint8_t pages;  /* pages per slab */
+    uint32_t recip; /* ceil(2^32 / size): slot = (off * recip) >> 32 */
 } _anr_class;
+
+/* The slot of byte offset `off` in a slab of class `c`, without a divide.
+ * Exact while off * size < 2^32: slabs are at most 16 pages, so this holds
+ * for pages up to 64 KiB and every class up to 4 KiB (thread caches take
+ * classes up to 2 KiB); larger classes divide. */
+static inline size_t _anr_slot_of(const _anr_class *c, size_t off)
+{
+    if (c->size <= 4096)
+        return (size_t)(((uint64_t)off * c->recip) >> 32);
+    return off / c->size;
+}
 
 /* Size-class lookup by (size + 15) / 16. */
 #define _ANR_LOOKUP_LEN (ANR_SLAB_MAX_SIZE / 16 + 1)
@@ -114,6 +126,9 @@ typedef struct _anr_tcache {
     /* Owned slabs per class: the one allocated from, those with free slots,
      * and full ones (lists linked through the page map's prev/next). */
     uint32_t cur[ANR_MAX_CLASSES], avail[ANR_MAX_CLASSES], full[ANR_MAX_CLASSES];
+    /* One empty slab kept per class, so that a class hovering around a slab
+     * boundary does not take the lock on every other call. */
+    uint32_t spare[ANR_MAX_CLASSES];
 } _anr_tcache;
 
 struct anr_heap {

@@ -117,7 +117,12 @@ static size_t purge(anr_heap *h, size_t target, bool may_block)
         atomic_fetch_add_explicit(&h->pages_purged, pages, memory_order_relaxed);
         atomic_fetch_add_explicit(&h->madvise_calls, calls, memory_order_relaxed);
 
-        if (may_block || _anr_trylock(h)) {
+        bool locked = true;
+        if (may_block)
+            _anr_lock(h);
+        else
+            locked = _anr_trylock(h);
+        if (locked) {
             for (unsigned i = 0; i < n; i++)
                 file_purged(h, batch[i].head);
             _anr_pagemap_trim(h);

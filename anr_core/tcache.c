@@ -131,7 +131,7 @@ static unsigned apply_remote(anr_heap *h, uint32_t head, uint64_t list)
     uintptr_t p = (uintptr_t)(list & ~REMOTE_OWNED);
     while (p) {
         size_t off = p - (uintptr_t)base;
-        size_t idx = off / c->size;
+        size_t idx = _anr_slot_of(c, off);
         if (p < (uintptr_t)base || idx >= c->nobj || idx * c->size != off) {
             _anr_report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, (void *)p);
             break;
@@ -190,6 +190,15 @@ static void release_slab(anr_heap *h, _anr_tcache *tc, uint32_t pi)
     _anr_slab_put(h, pi);
 }
 
+static void release_spare(anr_heap *h, _anr_tcache *tc, unsigned cls)
+{
+    uint32_t pi = tc->spare[cls];
+    if (pi != _ANR_NIL) {
+        tc->spare[cls] = _ANR_NIL;
+        release_slab(h, tc, pi);
+    }
+}
+
 static void release_list(anr_heap *h, _anr_tcache *tc, uint32_t *head)
 {
     while (*head != _ANR_NIL) {
@@ -210,6 +219,7 @@ static void flush_locked(anr_heap *h, _anr_tcache *tc)
         }
         release_list(h, tc, &tc->avail[c]);
         release_list(h, tc, &tc->full[c]);
+        release_spare(h, tc, c);
     }
     atomic_store_explicit(&tc->cached_objs, 0, memory_order_relaxed);
     atomic_store_explicit(&tc->cached_bytes, 0, memory_order_relaxed);
@@ -219,8 +229,10 @@ static void flush_locked(anr_heap *h, _anr_tcache *tc)
 static void trim(anr_heap *h, _anr_tcache *tc)
 {
     _anr_lock(h);
-    for (unsigned c = 0; c < h->tc_classes; c++)
+    for (unsigned c = 0; c < h->tc_classes; c++) {
         release_list(h, tc, &tc->avail[c]);
+        release_spare(h, tc, c);
+    }
     _anr_unlock_and_purge(h, true);
 }
 
@@ -284,7 +296,7 @@ static _anr_tcache *slot_take(anr_heap *h)
     atomic_store_explicit(&tc->cached_bytes, 0, memory_order_relaxed);
     atomic_store_explicit(&tc->cached_objs, 0, memory_order_relaxed);
     for (unsigned c = 0; c < ANR_MAX_CLASSES; c++)
-        tc->cur[c] = tc->avail[c] = tc->full[c] = _ANR_NIL;
+        tc->cur[c] = tc->avail[c] = tc->full[c] = tc->spare[c] = _ANR_NIL;
     return tc;
 }
 
@@ -367,9 +379,13 @@ static bool next_slab(anr_heap *h, _anr_tcache *tc, unsigned cls)
         }
     }
     pi = tc->avail[cls];
-    if (pi == _ANR_NIL)
+    if (pi != _ANR_NIL) {
+        ring_remove(h, &tc->avail[cls], pi);
+    } else if ((pi = tc->spare[cls]) != _ANR_NIL) {
+        tc->spare[cls] = _ANR_NIL;
+    } else {
         return false;
-    ring_remove(h, &tc->avail[cls], pi);
+    }
     h->pages[pi].where = _ANR_TC_CUR;
     tc->cur[cls] = pi;
     return true;
@@ -449,7 +465,7 @@ bool _anr_tc_free(anr_heap *h, void *p, anr_error *err)
         return false;
     const _anr_class *c = &h->cls[cls];
     size_t off = (size_t)((uint8_t *)p - slab_addr(h, pi));
-    size_t idx = off / c->size;
+    size_t idx = _anr_slot_of(c, off);
     if (idx >= c->nobj || idx * c->size != off)
         return false;
     uint64_t m = (uint64_t)1 << (idx & 63);
@@ -470,9 +486,15 @@ bool _anr_tc_free(anr_heap *h, void *p, anr_error *err)
         }
         tc_adjust(tc, 1, c->size);
         if (e->nfree == c->nobj && e->where == _ANR_TC_AVAIL) {
-            /* An empty spare slab goes back at once: an idle thread then
-             * holds no free pages beyond its `cur` slabs. */
+            /* An empty slab is kept as the class's spare if it has none;
+             * any other goes back at once: an idle thread then holds no
+             * free pages beyond its `cur` and spare slabs. */
             ring_remove(h, &tc->avail[cls], pi);
+            if (tc->spare[cls] == _ANR_NIL) {
+                tc->spare[cls] = pi;
+                e->where = _ANR_TC_SPARE;
+                return true;
+            }
             _anr_lock(h);
             release_slab(h, tc, pi);
             _anr_unlock_and_purge(h, true);

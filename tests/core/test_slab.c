@@ -143,7 +143,11 @@ static void test_free_all_returns_pages(void **state)
         anr_core_stats after = stats_of(h);
         assert_int_equal(after.objects_in_use, base.objects_in_use);
         assert_int_equal(after.bytes_in_use, base.bytes_in_use);
-        if (after.pages_in_use > base.pages_in_use + max_slab_pages)
+        /* A thread cache keeps its current slab and one empty spare. */
+        size_t kept = getenv("ANR_TEST_THREAD_CACHE") && *getenv("ANR_TEST_THREAD_CACHE") == '1'
+                          ? 2 * max_slab_pages
+                          : max_slab_pages;
+        if (after.pages_in_use > base.pages_in_use + kept)
             fail_msg("class %u: pages_in_use %zu after freeing all, was %zu before (slab: %zu "
                      "pages)",
                      (unsigned)cls[c], after.pages_in_use, base.pages_in_use, max_slab_pages);
