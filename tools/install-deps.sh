@@ -6,7 +6,7 @@ set -eu
 
 pkgs="build-essential meson ninja-build pkg-config libcmocka-dev gcc-multilib
 libcmocka-dev:i386 qemu-user valgrind strace time procps
-python3 sqlite3 git redis-server redis-tools binutils"
+python3 sqlite3 git redis-server redis-tools binutils libunwind-dev"
 if [ "${1:-}" = "--bench" ]; then
     pkgs="$pkgs libbenchmark-dev g++ gnuplot-nox libjemalloc2 libmimalloc2.0
 libtcmalloc-minimal4"

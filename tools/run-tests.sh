@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-tools/install-deps.sh
+tools/install-deps.sh --bench
 
 step() { printf '\n==== %s ====\n' "$*"; }
 
@@ -19,9 +19,12 @@ meson test -C build --print-errorlogs --num-processes 2
 step "unit tests under valgrind memcheck"
 meson test -C build --setup valgrind --suite unit --print-errorlogs
 
-step "32-bit build and its unit tests"
+step "32-bit build and its unit, membroker and anr_malloc tests"
 [ -f build32/build.ninja ] || meson setup build32 --cross-file tools/i386-cross.ini
 ninja -C build32
-meson test -C build32 --suite unit --print-errorlogs
+meson test -C build32 --suite unit --suite membroker --suite anr_malloc --print-errorlogs
+
+step "benchmarks, once each (fails only on a crash or a wrong result)"
+bench/run --quick
 
 step "all tests passed"
