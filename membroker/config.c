@@ -246,6 +246,10 @@ static bool valid_name(const char *s, size_t cap)
 static bool class_size(const char *s, mb_th_spec *out)
 {
     const char *why;
+    if (strcmp(s, "0") == 0) {
+        *out = (mb_th_spec){MB_TH_BYTES, 0};
+        return true;
+    }
     return _mb_parse_threshold(s, out, &why) && out->mode != MB_TH_MEM_PCT;
 }
 
