@@ -6,6 +6,7 @@
  * and published first; only then are fork handlers registered, because
  * pthread_atfork may itself call malloc. */
 #include <errno.h>
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -211,10 +212,25 @@ anr_heap *_gm_init_slow(void)
 }
 
 /* Runs after main's atexit handlers. */
+/* STATS: the statistics go to the stderr the program started with. If the
+ * program closed fd 2 and the number now names another file (coreutils
+ * close stderr at exit; a daemon may reopen 2 onto its data), say nothing
+ * rather than write into that file. */
+static struct stat stderr_at_start;
+static bool stderr_known;
+
+__attribute__((constructor)) static void note_stderr(void)
+{
+    stderr_known = fstat(2, &stderr_at_start) == 0;
+}
+
 __attribute__((destructor)) static void print_stats_at_exit(void)
 {
-    if (_gm_heap && _gm_cfg.stats)
-        gmalloc_print_stats(2);
+    struct stat now;
+    if (!_gm_heap || !_gm_cfg.stats || !stderr_known || fstat(2, &now) != 0 ||
+        now.st_dev != stderr_at_start.st_dev || now.st_ino != stderr_at_start.st_ino)
+        return;
+    gmalloc_print_stats(2);
 }
 
 /* --- the public gmalloc_* calls --- */
