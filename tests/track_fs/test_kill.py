@@ -3,6 +3,7 @@
 when the connection drops. Also: SIGTERM and fusermount3 -u end it cleanly,
 with the quota back, and a new mount over the same SOURCE_DIR counts the
 files the dead one left."""
+import errno
 import os
 import signal
 from tfenv import Env, MiB, check, finish, write_file, wait_for, is_fuse_mount
@@ -35,4 +36,21 @@ rc = fs.wait(20)
 check(rc == 0, "SIGTERM: track_fs exits 0 (%r)" % rc)
 wait_for(lambda: not is_fuse_mount(env.mnt), "the unmount after SIGTERM")
 check(env.status()["clients"] == [] and env.free() == N * MiB, "after SIGTERM the pool is free")
+
+# The daemon dies under a mounted track_fs: it says so, keeps what it held as
+# a local limit, and keeps serving.
+fs = env.mount("chunk=256K", "slack=256K", "return_above=1M")
+held = env.held()
+env.daemon.kill()
+env.daemon.wait(20)
+done, err = write_file(env.m("g"), 4 * MiB)
+check(err == errno.ENOSPC and done <= held - 6 * MiB,
+      "without the daemon, a write past the quota held gets ENOSPC (%d written, %d held)" % (done, held))
+check("lost the membroker connection" in env.log(), "track_fs says it lost membroker: " + env.log().strip().splitlines()[-1])
+with open(env.m("f"), "rb") as f:
+    check(len(f.read()) == 6 * MiB, "and keeps serving reads")
+os.remove(env.m("g"))
+done, err = write_file(env.m("h"), 64 * 1024)
+check(done == 64 * 1024 and err == 0, "after a delete, writes within the old quota succeed")
+check(env.unmount() == 0, "clean unmount without the daemon")
 finish()
