@@ -354,8 +354,8 @@ def plots(d, vals, allocs):
         run(head % (950, "latency.png") +
             "set multiplot layout 2,1\nset logscale xy\nset format y '10^{%L}'\n"
             "set xlabel 'lateness of the 1 ms wake-up (µs)'\nset ylabel 'fraction of wake-ups at least this late'\n"
-            "set title 'SCHED_FIFO thread, quiet (no other threads)'\nplot " + q + "\n"
-            "set title 'SCHED_FIFO thread next to 2 threads churning 64 KiB-4 MiB blocks'\nplot " + c + "\n"
+            "set title 'SCHED\\_FIFO thread, quiet (no other threads)'\nplot " + q + "\n"
+            "set title 'SCHED\\_FIFO thread next to 2 threads churning 64 KiB-4 MiB blocks'\nplot " + c + "\n"
             "unset multiplot\n", "latency.png")
     w1, w2 = series("flat-%s.dat", "1:2"), series("flat-%s.dat", "1:3")
     if w1 and w2:
@@ -386,10 +386,11 @@ def summarize(args):
         lines.append("")
         lines.append("Commit `%s`; %s." % ((mget("commit") or ["?"])[0], (mget("uncommitted") or ["?"])[0]))
         lines.append("")
-        lines.append("Run: %s, %s, %s; `%s`; took %s." % (
-            (mget("date_utc") or ["?"])[0] + " UTC", (mget("mode") or ["?"])[0],
-            os.path.relpath(d, base),
-            (mget("command") or ["bench/run"])[0], (mget("duration") or ["?"])[0]))
+        rel = os.path.relpath(d, base)
+        lines.append("Run: %s UTC, %s, command `%s`, took %s; every raw number in `%s`." % (
+            (mget("date_utc") or ["?"])[0], (mget("mode") or ["?"])[0],
+            " ".join((mget("command") or ["bench/run"])[0].split()), (mget("duration") or ["?"])[0],
+            "raw.tsv" if rel == "." else os.path.join(rel, "raw.tsv")))
         lines.append("")
         for k in ["libgmalloc", "glibc", "jemalloc", "mimalloc", "tcmalloc", "gmalloc-rt"]:
             for v in mget(k):
