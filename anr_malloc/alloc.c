@@ -324,6 +324,13 @@ static void *do_calloc(anr_mheap *h, size_t n, size_t size, uintptr_t caller)
     return _am_alloc(h, total, 0, ANR_FDR_CALLOC, true, true, caller);
 }
 
+void *_am_realloc(anr_mheap *h, void *p, size_t size, uintptr_t caller)
+{
+    return do_realloc(h, p, size, caller);
+}
+
+size_t _am_usable(anr_mheap *h, const void *p) { return do_usable(h, p); }
+
 /* --- public entry points --- */
 
 static anr_mheap *dflt(void)

@@ -354,12 +354,15 @@ int anr_check(const void *p)
     return 0;
 }
 
-const char *anr_heap_verify(anr_mheap *h)
+const char *anr_heap_verify(anr_mheap *h) { return _am_verify(h, true); }
+
+const char *_am_verify(anr_mheap *h, bool report)
 {
     const char *bad = anr_core_verify(h->core);
     if (bad) {
         snprintf(h->verify_msg, sizeof(h->verify_msg), "engine: %s", bad);
-        _am_fault(h, ANR_FAULT_CORRUPT, "verify", NULL, h->verify_msg, 0, NULL, 0);
+        if (report)
+            _am_fault(h, ANR_FAULT_CORRUPT, "verify", NULL, h->verify_msg, 0, NULL, 0);
         return h->verify_msg;
     }
     if (!h->has_side)
@@ -407,6 +410,7 @@ const char *anr_heap_verify(anr_mheap *h)
     if (!where)
         return NULL;
     snprintf(h->verify_msg, sizeof(h->verify_msg), "%p: %s", where, detail);
-    _am_fault(h, fault, "verify", where, detail, size, frames, nframes);
+    if (report)
+        _am_fault(h, fault, "verify", where, detail, size, frames, nframes);
     return h->verify_msg;
 }

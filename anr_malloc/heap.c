@@ -153,7 +153,9 @@ static int lock_init(pthread_mutex_t *m)
     return rc;
 }
 
-static anr_mheap *create(const anr_options *opts, bool is_default)
+/* adopt: an engine heap made by another front end (libgmalloc.so's), given
+ * side tables and a registry slot; its hooks stay the front end's. */
+static anr_mheap *create(const anr_options *opts, bool is_default, anr_heap *adopt)
 {
     anr_options def;
     if (!opts) {
@@ -189,8 +191,8 @@ static anr_mheap *create(const anr_options *opts, bool is_default)
     co.hooks.more_memory = hook_more_memory;
     co.hooks.on_error = hook_error;
     co.hooks.ctx = (void *)&registry[slot];
-    anr_heap *core;
-    int rc = anr_core_init(&core, &co);
+    anr_heap *core = adopt;
+    int rc = adopt ? 0 : anr_core_init(&core, &co);
     if (rc != 0) {
         atomic_store(&registry[slot], NULL);
         errno = rc;
@@ -211,7 +213,8 @@ static anr_mheap *create(const anr_options *opts, bool is_default)
     size_t total = off_tab + (debug ? page_round((span_len / gran) * sizeof(uint32_t), page) : 0);
     uint8_t *side = side_map(total);
     if (!side) {
-        anr_core_destroy(core);
+        if (!adopt)
+            anr_core_destroy(core);
         atomic_store(&registry[slot], NULL);
         errno = ENOMEM;
         return NULL;
@@ -251,7 +254,8 @@ static anr_mheap *create(const anr_options *opts, bool is_default)
         _am_vg_noaccess(h, side + off_fdr, off_tab - off_fdr);
     }
     atomic_init(&h->epoch, 0);
-    _am_quota_init(h, opts); /* may move the limit to the quota held */
+    if (!adopt)
+        _am_quota_init(h, opts); /* may move the limit to the quota held */
     if (h->vg) {
         /* The engine's heap struct (and ours) hold the address where data
          * starts: memcheck would take it for a reference to whatever block
@@ -262,12 +266,37 @@ static anr_mheap *create(const anr_options *opts, bool is_default)
     return h;
 }
 
-anr_mheap *anr_heap_create(const anr_options *opts) { return create(opts, false); }
+anr_mheap *anr_heap_create(const anr_options *opts) { return create(opts, false, NULL); }
+
+/* An adopted heap cannot be destroyed (is_default). */
+anr_mheap *_am_heap_adopt(anr_heap *core, const anr_options *opts)
+{
+    return create(opts, true, core);
+}
+
+/* Held shared by the debug socket while it reads heaps: destroy waits. */
+static pthread_rwlock_t registry_hold = PTHREAD_RWLOCK_INITIALIZER;
+
+void _am_registry_hold(bool on)
+{
+    if (on)
+        pthread_rwlock_rdlock(&registry_hold);
+    else
+        pthread_rwlock_unlock(&registry_hold);
+}
+
+anr_mheap *_am_heap_at(unsigned i)
+{
+    anr_mheap *h = i < ANR_MAX_HEAPS ? atomic_load_explicit(&registry[i], memory_order_acquire)
+                                     : NULL;
+    return h == RESERVED ? NULL : h;
+}
 
 void anr_heap_destroy(anr_mheap *h)
 {
     if (!h || h->is_default)
         return;
+    pthread_rwlock_wrlock(&registry_hold);
     atomic_store(&registry[h->slot], NULL);
     _am_quota_fini(h);
     anr_core_destroy(h->core);
@@ -277,6 +306,7 @@ void anr_heap_destroy(anr_mheap *h)
     pthread_rwlock_destroy(&h->gc_gate);
     _am_vg_defined(h, h->side, h->side_size);
     munmap(h->side, h->side_size);
+    pthread_rwlock_unlock(&registry_hold);
 }
 
 static void default_create(void)
@@ -284,12 +314,12 @@ static void default_create(void)
     anr_options o;
     anr_default_options(&o);
     int saved = errno;
-    default_heap = create(&o, true);
+    default_heap = create(&o, true, NULL);
     if (!default_heap) {
         /* Side tables are address space only, but strict overcommit charges
          * them: a heap without the debug kit is better than none. */
         o.no_debug = true;
-        default_heap = create(&o, true);
+        default_heap = create(&o, true, NULL);
     }
     errno = saved;
 }

@@ -150,6 +150,13 @@ void _am_copy_cbs(anr_mheap *h, const _am_cb *src, const unsigned *n, _am_cb *ds
 /* Runs the heap's need-more-memory callbacks once (not the quota link), in
  * the heap's callback frame; 0 if this thread is already inside one. */
 size_t _am_more_memory_chain(anr_mheap *h, size_t size);
+/* The debug socket's view of the registry: the heap in slot i (or NULL);
+ * hold(true) keeps every heap from being destroyed until hold(false). */
+anr_mheap *_am_heap_at(unsigned i);
+void _am_registry_hold(bool on);
+/* Gives another front end's engine heap (libgmalloc.so's) side tables and a
+ * slot; it keeps its own hooks and cannot be destroyed. NULL + errno. */
+anr_mheap *_am_heap_adopt(anr_heap *core, const anr_options *opts);
 
 static inline bool _am_in_span(const anr_mheap *h, const void *p)
 {
@@ -166,6 +173,9 @@ static inline size_t _am_gi(const anr_mheap *h, const void *p)
 void *_am_alloc(anr_mheap *h, size_t size, size_t align, unsigned op, bool zero, bool hooks,
                 uintptr_t caller);
 void _am_free(anr_mheap *h, void *p, unsigned op, uintptr_t caller);
+/* glibc realloc semantics, with the caller to record. */
+void *_am_realloc(anr_mheap *h, void *p, size_t size, uintptr_t caller);
+size_t _am_usable(anr_mheap *h, const void *p);
 
 /* --- debug.c: records, guards, trash --- */
 uint32_t _am_rec_take(anr_mheap *h);              /* dlock held; 0 if the pool is empty */
@@ -184,6 +194,8 @@ void _am_write_guards(anr_mheap *h, uint8_t *block, size_t front, uint8_t *end);
 /* Checks a record's guards (dlock held, record open); false + detail if damaged. */
 bool _am_guards_ok(anr_mheap *h, const _am_rec *r, char *detail, size_t cap);
 void _am_fill(void *p, size_t n, uint32_t pattern);
+/* anr_heap_verify; `report` false: no call to the fault handler. */
+const char *_am_verify(anr_mheap *h, bool report);
 
 /* --- fdr.c --- */
 void _am_fdr_add(anr_mheap *h, unsigned op, const void *p, const void *old, size_t size,

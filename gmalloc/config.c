@@ -12,6 +12,7 @@
  * before that pass and one bad line is counted.
  */
 #include "config.h"
+#include "anr_malloc.h" /* ANR_DEBUG_* for the DEBUG key */
 
 #include "outbuf.h"
 
@@ -45,6 +46,8 @@ typedef enum gm_key {
     KEY_DECAY_MS,
     KEY_PURGE_THREAD,
     KEY_MEMBROKER,
+    KEY_DEBUG,
+    KEY_DEBUG_SOCKET,
     KEY_COUNT,
     KEY_UNKNOWN = -1,
 } gm_key;
@@ -53,7 +56,7 @@ static const char *const key_names[KEY_COUNT] = {
     "MAPPING",  "LIMIT",    "PAGE_CEILING", "PAGE_FLOOR", "SLAB_SIZES",
     "ON_LIMIT", "ON_ERROR", "PURGE",        "STATS",
     "THREAD_CACHE", "THREAD_CACHE_MAX_SIZE", "THREAD_CACHE_BYTES", "DECAY_MS",
-    "PURGE_THREAD", "MEMBROKER",
+    "PURGE_THREAD", "MEMBROKER", "DEBUG", "DEBUG_SOCKET",
 };
 
 /* Why a value was refused: a static reason, optionally the token at fault
@@ -283,11 +286,70 @@ static bool set_slab_sizes(gm_config *cfg, const char *v, size_t n, set_error *e
     return true;
 }
 
+/* DEBUG: the words of anr_debug_parse() (anr_malloc.h), comma or blank
+ * separated: fdr[=N], guards, stacks[=N], trash, trash-alloc, valgrind, all,
+ * none. Parsed here (no anr_malloc in the parser library) so that a bad word
+ * is reported with its file and line. */
+static bool set_debug(gm_config *cfg, const char *v, size_t n, set_error *e)
+{
+    unsigned flags = 0, depth = 0;
+    size_t fdr = 0;
+    const char *tok;
+    size_t tok_len;
+    while (next_token(&v, &n, true, &tok, &tok_len)) {
+        e->tok = tok;
+        e->tok_len = tok_len;
+        size_t wlen = 0;
+        while (wlen < tok_len && tok[wlen] != '=')
+            wlen++;
+        bool has_num = wlen < tok_len;
+        size_t num = 0;
+        if (has_num) {
+            num_status st = parse_count(tok + wlen + 1, tok_len - wlen - 1, &num);
+            if (st != NUM_OK) return fail_num(e, count_why, st);
+        }
+        if (eq_ci(tok, wlen, "FDR")) {
+            if (has_num && (num == 0 || num > ((size_t)1 << 28)))
+                return fail(e, "fdr=N takes 1 to 268435456 slots");
+            flags |= ANR_DEBUG_FDR;
+            if (has_num) fdr = num;
+        } else if (eq_ci(tok, wlen, "STACKS")) {
+            if (has_num && (num == 0 || num > ANR_MAX_STACK_DEPTH))
+                return fail(e, "stacks=N takes 1 to " GM_STR(ANR_MAX_STACK_DEPTH) " frames");
+            flags |= ANR_DEBUG_STACKS;
+            if (has_num) depth = (unsigned)num;
+        } else if (has_num) {
+            return fail(e, "only fdr and stacks take =N");
+        } else if (eq_ci(tok, wlen, "GUARDS")) {
+            flags |= ANR_DEBUG_GUARDS;
+        } else if (eq_ci(tok, wlen, "TRASH")) {
+            flags |= ANR_DEBUG_TRASH_FREE;
+        } else if (eq_ci(tok, wlen, "TRASH-ALLOC")) {
+            flags |= ANR_DEBUG_TRASH_ALLOC;
+        } else if (eq_ci(tok, wlen, "VALGRIND")) {
+            flags |= ANR_DEBUG_VALGRIND;
+        } else if (eq_ci(tok, wlen, "ALL")) {
+            flags |= ANR_DEBUG_ALL;
+        } else if (eq_ci(tok, wlen, "NONE") || eq_ci(tok, wlen, "OFF") || eq_ci(tok, wlen, "0")) {
+            flags = 0;
+        } else {
+            return fail(e, "expected fdr[=N], guards, stacks[=N], trash, trash-alloc, valgrind, "
+                           "all or none");
+        }
+    }
+    e->tok = NULL;
+    cfg->debug = flags;
+    cfg->debug_stack_depth = depth;
+    cfg->debug_fdr_entries = fdr;
+    return true;
+}
+
 /* Sets a known key from a trimmed value. On failure cfg is unchanged. */
 static bool set_key(gm_config *cfg, gm_key key, const char *v, size_t n, set_error *e)
 {
     if (n == 0) return fail(e, "missing value");
     if (key == KEY_SLAB_SIZES) return set_slab_sizes(cfg, v, n, e);
+    if (key == KEY_DEBUG) return set_debug(cfg, v, n, e);
 
     /* Every other key takes exactly one word. */
     const char *rest = v;
@@ -354,7 +416,8 @@ static bool set_key(gm_config *cfg, gm_key key, const char *v, size_t n, set_err
     case KEY_STATS:
     case KEY_THREAD_CACHE:
     case KEY_PURGE_THREAD:
-    case KEY_MEMBROKER: {
+    case KEY_MEMBROKER:
+    case KEY_DEBUG_SOCKET: {
         bool v;
         if (eq_ci(word, wlen, "1") || eq_ci(word, wlen, "YES") || eq_ci(word, wlen, "ON") ||
             eq_ci(word, wlen, "TRUE"))
@@ -370,6 +433,8 @@ static bool set_key(gm_config *cfg, gm_key key, const char *v, size_t n, set_err
             cfg->thread_cache = v;
         else if (key == KEY_PURGE_THREAD)
             cfg->purge_thread = v;
+        else if (key == KEY_DEBUG_SOCKET)
+            cfg->debug_socket = v;
         else
             cfg->membroker = v;
         return true;

@@ -37,6 +37,11 @@ typedef struct gm_config {
     uint32_t decay_ms;     /* DECAY_MS: quiet time before dirty pages go back; 0 = default */
     bool purge_thread;     /* PURGE_THREAD on|off: a background thread applies DECAY_MS */
     bool membroker;        /* MEMBROKER on|off: take the limit as quota from membroker */
+    unsigned debug;        /* DEBUG stacks[=N],guards,fdr[=N],trash,trash-alloc,valgrind,all,none:
+                            * ANR_DEBUG_* flags of anr_malloc's debug kit; 0 = off */
+    unsigned debug_stack_depth; /* DEBUG stacks=N: frames per stack; 0 = default (16) */
+    size_t debug_fdr_entries;   /* DEBUG fdr=N: flight recorder slots; 0 = default (4096) */
+    bool debug_socket;     /* DEBUG_SOCKET on|off: serve the debug socket (tools/anrctl) */
 } gm_config;
 
 /* Called once per bad line or bad environment value. `file` is the file name

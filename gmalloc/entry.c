@@ -17,6 +17,8 @@
 
 EXPORT void *malloc(size_t size)
 {
+    if (GM_DEBUG_ON())
+        return _gm_dbg_alloc("malloc", size, 0, false, GM_CALLER);
     void *p = anr_core_alloc(gm_heap(), size, 0, 0);
     return p ? p : _gm_alloc_failed("malloc", size);
 }
@@ -25,6 +27,10 @@ EXPORT void free(void *p)
 {
     if (!p)
         return;
+    if (GM_DEBUG_ON()) {
+        _gm_dbg_free(p, GM_CALLER);
+        return;
+    }
     anr_heap *h = gm_heap();
     if (!anr_core_owns(h, p))
         return; /* not ours: memory the loader had before we were called */
@@ -42,12 +48,16 @@ EXPORT void *calloc(size_t n, size_t m)
         errno = ENOMEM;
         return NULL;
     }
+    if (GM_DEBUG_ON())
+        return _gm_dbg_alloc("calloc", size, 0, true, GM_CALLER);
     void *p = anr_core_alloc(gm_heap(), size, 0, ANR_ALLOC_ZERO);
     return p ? p : _gm_alloc_failed("calloc", size);
 }
 
 EXPORT void *realloc(void *p, size_t size)
 {
+    if (GM_DEBUG_ON())
+        return _gm_dbg_realloc(p, size, GM_CALLER);
     if (!p)
         return malloc(size);
     if (size == 0) {
@@ -82,8 +92,10 @@ EXPORT void *reallocarray(void *p, size_t n, size_t m)
     return realloc(p, size);
 }
 
-static void *aligned(const char *fn, size_t align, size_t size)
+static void *aligned(const char *fn, size_t align, size_t size, void *caller)
 {
+    if (GM_DEBUG_ON())
+        return _gm_dbg_alloc(fn, size, align, false, caller);
     void *p = anr_core_alloc(gm_heap(), size, align, 0);
     return p ? p : _gm_alloc_failed(fn, size);
 }
@@ -101,7 +113,7 @@ EXPORT void *memalign(size_t align, size_t size)
             a <<= 1;
         align = a;
     }
-    return aligned("memalign", align, size);
+    return aligned("memalign", align, size, GM_CALLER);
 }
 
 EXPORT void *aligned_alloc(size_t align, size_t size)
@@ -110,7 +122,7 @@ EXPORT void *aligned_alloc(size_t align, size_t size)
         errno = EINVAL;
         return NULL;
     }
-    return aligned("aligned_alloc", align, size);
+    return aligned("aligned_alloc", align, size, GM_CALLER);
 }
 
 EXPORT int posix_memalign(void **out, size_t align, size_t size)
@@ -118,7 +130,7 @@ EXPORT int posix_memalign(void **out, size_t align, size_t size)
     if (align < sizeof(void *) || (align & (align - 1)))
         return EINVAL;
     int saved = errno;
-    void *p = aligned("posix_memalign", align, size);
+    void *p = aligned("posix_memalign", align, size, GM_CALLER);
     if (!p) {
         errno = saved;
         return ENOMEM;
@@ -129,7 +141,7 @@ EXPORT int posix_memalign(void **out, size_t align, size_t size)
 
 static size_t page_size(void) { return (size_t)sysconf(_SC_PAGESIZE); }
 
-EXPORT void *valloc(size_t size) { return aligned("valloc", page_size(), size); }
+EXPORT void *valloc(size_t size) { return aligned("valloc", page_size(), size, GM_CALLER); }
 
 EXPORT void *pvalloc(size_t size)
 {
@@ -139,13 +151,15 @@ EXPORT void *pvalloc(size_t size)
         errno = ENOMEM;
         return NULL;
     }
-    return aligned("pvalloc", page, rounded ? rounded : page);
+    return aligned("pvalloc", page, rounded ? rounded : page, GM_CALLER);
 }
 
 EXPORT size_t malloc_usable_size(void *p)
 {
     if (!p)
         return 0;
+    if (GM_DEBUG_ON())
+        return _gm_dbg_usable(p);
     anr_heap *h = gm_heap();
     if (!anr_core_owns(h, p))
         return 0;

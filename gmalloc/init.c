@@ -137,11 +137,20 @@ static size_t strict_overcommit_mapping(void)
     return bytes > SIZE_MAX ? SIZE_MAX : (size_t)bytes;
 }
 
-static void fork_prepare(void) { anr_core_fork_prepare(_gm_heap); }
-static void fork_parent(void) { anr_core_fork_parent(_gm_heap); }
+static void fork_prepare(void)
+{
+    _gm_debug_fork_prepare(); /* its locks come before the engine's */
+    anr_core_fork_prepare(_gm_heap);
+}
+static void fork_parent(void)
+{
+    anr_core_fork_parent(_gm_heap);
+    _gm_debug_fork_parent();
+}
 static void fork_child(void)
 {
     anr_core_fork_child(_gm_heap);
+    _gm_debug_fork_child();
     _gm_quota_fork_child();
 }
 
@@ -196,6 +205,7 @@ anr_heap *_gm_init_slow(void)
                                     __ATOMIC_ACQUIRE)) {
         int saved = errno; /* a missing config file is no error of the caller's */
         anr_heap *h = init_heap();
+        _gm_debug_init(h); /* DEBUG / DEBUG_SOCKET: anr_malloc's kit adopts the heap */
         __atomic_store_n(&_gm_heap, h, __ATOMIC_RELEASE);
         /* May call malloc: the heap is published, so that just works. */
         pthread_atfork(fork_prepare, fork_parent, fork_child);

@@ -30,6 +30,23 @@ void _gm_fatal(const char *what, int err) __attribute__((noreturn));
 /* A one-line notice: "gmalloc: <what> (error N)". */
 void _gm_quota_note(const char *what, int err);
 
+/* debugkit.c: anr_malloc's debug kit over our heap (DEBUG, DEBUG_SOCKET).
+ * _gm_dbg is NULL unless it is on; then every entry point routes here. */
+#include <stdbool.h>
+struct anr_mheap;
+extern struct anr_mheap *_gm_dbg;
+void _gm_debug_init(anr_heap *core);
+void *_gm_dbg_alloc(const char *fn, size_t size, size_t align, bool zero, void *caller);
+void _gm_dbg_free(void *p, void *caller);
+void *_gm_dbg_realloc(void *p, size_t size, void *caller);
+size_t _gm_dbg_usable(void *p);
+void _gm_debug_fork_prepare(void);
+void _gm_debug_fork_parent(void);
+void _gm_debug_fork_child(void);
+/* The one branch the entry points pay for the kit. */
+#define GM_DEBUG_ON() __builtin_expect(_gm_dbg != NULL, 0)
+#define GM_CALLER __builtin_return_address(0)
+
 /* quota.c: membroker quota (MEMBROKER on). */
 void _gm_quota_hooks(anr_core_hooks *hooks);
 void _gm_quota_start(anr_heap *h);

@@ -435,6 +435,29 @@ size_t anr_heap_snapshot(anr_mheap *heap, anr_stack_group *groups, size_t max,
 /* Writes "  #i 0xaddr fn+0xoff (module+0xoff)" lines for a stack. */
 size_t anr_stack_format(const void *const *stack, unsigned nframes, char *buf, size_t cap);
 
+/* --- the debug socket (opt-in; one per process, for every heap) --- */
+/* Listens on <dir>/anr-<pid>.sock (dir NULL: $XDG_RUNTIME_DIR if set, else
+ * /tmp), mode 0600, answering only peers of this process's effective uid
+ * (SO_PEERCRED). Requests (one line each; tools/anrctl is the client):
+ * stats, fdr [N], verify, leaks, snapshot, diff, help. Nothing is served
+ * unless this is called. Without ANR_DSOCK_NO_THREAD a thread (all signals
+ * blocked) serves requests; with it, poll anr_debug_socket_fd() for input and
+ * call anr_debug_socket_serve(). The server never allocates; `leaks` runs a
+ * report-only collection (markers are called from the serving thread).
+ * Returns 0, EALREADY if running, or an errno (EEXIST: the path holds
+ * something that is not a socket; EADDRINUSE: another server of this pid
+ * answers there, e.g. libgmalloc.so's). A fork()ed child does not serve. */
+#define ANR_DSOCK_NO_THREAD 0x1u
+int anr_debug_socket_start(const char *dir, unsigned flags);
+/* Stops serving and removes the socket (also done at exit). */
+void anr_debug_socket_stop(void);
+/* The listening descriptor (non-blocking), or -1. */
+int anr_debug_socket_fd(void);
+/* Accepts and answers one waiting connection: 0, EAGAIN if none, or an errno. */
+int anr_debug_socket_serve(void);
+/* Copies the socket path ("" if not serving); returns its length. */
+size_t anr_debug_socket_path(char *buf, size_t cap);
+
 #ifdef __cplusplus
 }
 #endif

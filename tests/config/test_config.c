@@ -18,6 +18,7 @@
 
 #include "config.h"
 #include "outbuf.h"
+#include "anr_malloc.h" /* ANR_DEBUG_* */
 
 /* ---- a report callback that records what it is told ---- */
 
@@ -134,6 +135,55 @@ static void test_every_key(void **state)
     assert_int_equal(parse(&cfg, "ON_ERROR abort\nLIMIT 5K\nLIMIT 0\n", &rec), 0);
     assert_int_equal(cfg.on_error, GM_ON_ERROR_ABORT);
     assert_int_equal(cfg.limit, 0);
+}
+
+/* DEBUG (the debug kit's words) and DEBUG_SOCKET. */
+static void test_debug_keys(void **state)
+{
+    (void)state;
+    gm_config cfg;
+    gm_config_defaults(&cfg);
+    assert_int_equal(cfg.debug, 0);
+    assert_false(cfg.debug_socket);
+    recorder rec;
+    assert_int_equal(parse(&cfg, "DEBUG stacks=8, guards fdr=100,trash\nDEBUG_SOCKET on\n", &rec),
+                     0);
+    assert_int_equal(cfg.debug,
+                     ANR_DEBUG_STACKS | ANR_DEBUG_GUARDS | ANR_DEBUG_FDR | ANR_DEBUG_TRASH_FREE);
+    assert_int_equal(cfg.debug_stack_depth, 8);
+    assert_int_equal(cfg.debug_fdr_entries, 100);
+    assert_true(cfg.debug_socket);
+    assert_int_equal(parse(&cfg, "debug all\n", &rec), 0);
+    assert_int_equal(cfg.debug, ANR_DEBUG_ALL);
+    assert_int_equal(cfg.debug_stack_depth, 0);
+    assert_int_equal(parse(&cfg, "DEBUG trash-alloc valgrind\nDEBUG_SOCKET 0\n", &rec), 0);
+    assert_int_equal(cfg.debug, ANR_DEBUG_TRASH_ALLOC | ANR_DEBUG_VALGRIND);
+    assert_false(cfg.debug_socket);
+    assert_int_equal(parse(&cfg, "DEBUG all none\n", &rec), 0);
+    assert_int_equal(cfg.debug, 0);
+
+    /* Bad words: reported with the line, the previous value kept. */
+    assert_int_equal(parse(&cfg, "DEBUG stacks\n", &rec), 0);
+    const char *bad[] = {"DEBUG stacks,frob\n", "DEBUG stacks=0\n", "DEBUG stacks=65\n",
+                         "DEBUG guards=3\n",    "DEBUG fdr=x\n",     "DEBUG\n",
+                         "DEBUG_SOCKET maybe\n"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(parse(&cfg, bad[i], &rec), 1);
+        assert_int_equal(rec.n, 1);
+        assert_int_equal(rec.r[0].line, 1);
+        assert_int_equal(cfg.debug, ANR_DEBUG_STACKS);
+        assert_false(cfg.debug_socket);
+    }
+    assert_contains(rec.r[0].msg, "DEBUG_SOCKET");
+    assert_int_equal(parse(&cfg, "DEBUG stacks,frob\n", &rec), 1);
+    assert_contains(rec.r[0].msg, "frob");
+
+    /* The environment: GMALLOC_DEBUG and GMALLOC_DEBUG_SOCKET. */
+    char *envp[] = {"GMALLOC_DEBUG=stacks,guards,fdr", "GMALLOC_DEBUG_SOCKET=1", NULL};
+    memset(&rec, 0, sizeof rec);
+    assert_int_equal(gm_config_apply_env(&cfg, envp, record, &rec), 0);
+    assert_int_equal(cfg.debug, ANR_DEBUG_STACKS | ANR_DEBUG_GUARDS | ANR_DEBUG_FDR);
+    assert_true(cfg.debug_socket);
 }
 
 static void test_stats_spellings(void **state)
@@ -975,6 +1025,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_every_key),
+        cmocka_unit_test(test_debug_keys),
         cmocka_unit_test(test_stats_spellings),
         cmocka_unit_test(test_keys_case_insensitive),
         cmocka_unit_test(test_size_suffixes),
