@@ -194,6 +194,49 @@ static void test_requests(void **state)
     anr_heap_destroy(h);
 }
 
+typedef struct owned {
+    void *p[8];
+    int n;
+} owned;
+
+static void mark_owned(void *ctx, anr_mheap *h)
+{
+    (void)h;
+    owned *o = ctx;
+    for (int i = 0; i < o->n; i++)
+        anr_mark(o->p[i]);
+}
+
+/* leaks: a report-only collection; nothing is freed. */
+static void test_leaks(void **state)
+{
+    (void)state;
+    anr_mheap *h = make_heap("dsock gc");
+    owned o = {.n = 0};
+    void *lost[3];
+    for (int i = 0; i < 5; i++)
+        o.p[o.n++] = site_a(h, 40);
+    for (int i = 0; i < 3; i++)
+        lost[i] = site_b(h, 24);
+    assert_int_equal(anr_heap_add_marker(h, mark_owned, &o), 0);
+    start(0);
+    anr_heap_stats before, after;
+    anr_heap_get_stats(h, &before);
+    assert_true(ask("leaks\n") > 0);
+    assert_int_equal(count_lines("leak dsock_gc "), 3);
+    assert_true(has("leaks dsock_gc live=8 marked=5 garbage=3 bytes=72 shown=3\n"));
+    anr_heap_get_stats(h, &after);
+    assert_int_equal(after.objects_in_use, before.objects_in_use); /* not freed */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(anr_check(lost[i]), 0);
+    anr_debug_socket_stop();
+    for (int i = 0; i < 3; i++)
+        anr_free(lost[i]);
+    for (int i = 0; i < o.n; i++)
+        anr_free(o.p[i]);
+    anr_heap_destroy(h);
+}
+
 static void test_mode_and_owner(void **state)
 {
     (void)state;
@@ -282,6 +325,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_requests, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_leaks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_mode_and_owner, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_poll_mode, setup, teardown),
