@@ -227,8 +227,9 @@ _anr_run_result _anr_run_alloc(anr_heap *h, uint32_t n, uint32_t align_pages, ui
                                bool *zero);
 /* Gives back a run of in-use pages as dirty, coalescing with dirty neighbours. */
 void _anr_run_free(anr_heap *h, uint32_t head, uint32_t n);
-/* Makes a purged run clean, coalescing with clean neighbours and `top`. */
-void _anr_run_insert_clean(anr_heap *h, uint32_t head, uint32_t n);
+/* Makes a purged run clean, coalescing with clean neighbours and `top`.
+ * Returns the head of the merged clean run, or _ANR_NIL if `top` took it. */
+uint32_t _anr_run_insert_clean(anr_heap *h, uint32_t head, uint32_t n);
 /* Removes a dirty run from the bins and the age list. */
 void _anr_run_remove(anr_heap *h, uint32_t head);
 /* Grows the large object at `head` from `n` to `m` pages in place if the

@@ -40,6 +40,27 @@ void _anr_fifo_remove(anr_heap *h, uint32_t head)
         h->fifo_tail = e->fifo_prev;
 }
 
+/* Hands back the page-map pages that entries [lo, hi) fill entirely (the
+ * entries must be zero: interiors of free runs). Returns madvise calls. */
+static unsigned trim_entries(anr_heap *h, uint32_t lo, uint32_t hi)
+{
+    if (hi <= lo)
+        return 0;
+    uintptr_t mask = h->page_size - 1;
+    uintptr_t from = ((uintptr_t)&h->pages[lo] + mask) & ~mask;
+    uintptr_t to = (uintptr_t)&h->pages[hi] & ~mask;
+    if (to <= from)
+        return 0;
+    _anr_os_purge((void *)from, to - from, ANR_PURGE_DONTNEED);
+    return 1;
+}
+
+/* Entries per page-map page. */
+static uint32_t entries_per_page(const anr_heap *h)
+{
+    return (uint32_t)(h->page_size / sizeof(_anr_page));
+}
+
 /* --- purging --- */
 
 typedef struct purge_item {
@@ -64,12 +85,26 @@ static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch)
     return n;
 }
 
-/* Lock held: files a purged run as clean. */
+/* Lock held: files a purged run as clean. Merging with clean neighbours
+ * zeroes the tags between them; where the merged run's interior now fills
+ * whole page-map pages around this run, those go back too (a bounded
+ * madvise of metadata under the lock, once per purged run that merges into
+ * a run of a page-map page or more). */
 static void file_purged(anr_heap *h, uint32_t head)
 {
     uint32_t len = h->pages[head].len;
     h->pages_purging -= len;
-    _anr_run_insert_clean(h, head, len);
+    uint32_t merged = _anr_run_insert_clean(h, head, len);
+    if (merged == _ANR_NIL || h->advice != ANR_PURGE_DONTNEED)
+        return;
+    uint32_t mlen = h->pages[merged].len, per = entries_per_page(h);
+    if (mlen < 2 * per)
+        return;
+    uint32_t lo = head > merged + per ? head - per : merged + 1;
+    uint32_t end = merged + mlen - 1; /* the tail entry stays */
+    uint32_t hi = head + len + per < end ? head + len + per : end;
+    if (trim_entries(h, lo, hi))
+        atomic_fetch_add_explicit(&h->madvise_calls, 1, memory_order_relaxed);
 }
 
 void _anr_drain_purged(anr_heap *h)
@@ -92,6 +127,17 @@ static void push_purged(anr_heap *h, uint32_t head)
                                                     memory_order_relaxed));
 }
 
+/* The page map follows the data: the entries of a free run's interior pages
+ * are zero by invariant, and nothing writes them while the run is PURGING, so
+ * the page-map pages they fill entirely can be handed back too (they read
+ * back as zero). Without this a heap whose top cannot retreat (a live object
+ * near the high-water mark) keeps 64 bytes per page ever used resident.
+ * Returns the madvise calls made (0 or 1). */
+static unsigned purge_interior_entries(anr_heap *h, uint32_t head, uint32_t len)
+{
+    return len < 3 ? 0 : trim_entries(h, head + 1, head + len - 1);
+}
+
 static size_t purge(anr_heap *h, size_t target, bool may_block)
 {
     size_t total = 0;
@@ -111,6 +157,7 @@ static size_t purge(anr_heap *h, size_t target, bool may_block)
             _anr_os_purge(_anr_page_addr(h, batch[i].head), (size_t)batch[i].len << h->page_shift,
                           h->advice);
             calls++;
+            calls += purge_interior_entries(h, batch[i].head, batch[i].len);
             pages += batch[i].len;
         }
         total += pages;

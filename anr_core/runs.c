@@ -203,10 +203,10 @@ void _anr_run_free(anr_heap *h, uint32_t head, uint32_t n)
     coalesce_insert(h, head, n, _ANR_PK_FREE_DIRTY);
 }
 
-void _anr_run_insert_clean(anr_heap *h, uint32_t head, uint32_t n)
+uint32_t _anr_run_insert_clean(anr_heap *h, uint32_t head, uint32_t n)
 {
     _anr_run_untag(h, head, n);
-    coalesce_insert(h, head, n, _ANR_PK_FREE_CLEAN);
+    return coalesce_insert(h, head, n, _ANR_PK_FREE_CLEAN);
 }
 
 /* Cuts [at, at+n) out of the free run [head, head+len) of `kind` (already
