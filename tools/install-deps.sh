@@ -6,7 +6,8 @@ set -eu
 
 pkgs="build-essential meson ninja-build pkg-config libcmocka-dev gcc-multilib
 libcmocka-dev:i386 qemu-user valgrind strace time procps
-python3 sqlite3 git redis-server redis-tools binutils libunwind-dev"
+python3 sqlite3 git redis-server redis-tools binutils libunwind-dev
+libfuse3-dev fuse3"
 if [ "${1:-}" = "--bench" ]; then
     pkgs="$pkgs libbenchmark-dev g++ gnuplot-nox libjemalloc2 libmimalloc2.0
 libtcmalloc-minimal4"
