@@ -43,9 +43,26 @@ static int lock_create(pthread_mutex_t *m)
 
 static void drain_deferred(anr_heap *h);
 
+/* A short, bounded spin before sleeping: critical sections are short, and a
+ * contended priority-inheritance mutex costs two system calls. */
+#define LOCK_SPINS 64
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 void _anr_lock(anr_heap *h)
 {
+    for (int i = 0; i < LOCK_SPINS; i++) {
+        if (pthread_mutex_trylock(&h->lock) == 0)
+            goto locked;
+        cpu_relax();
+    }
     pthread_mutex_lock(&h->lock);
+locked:
     drain_deferred(h);
     _anr_drain_purged(h);
 }
@@ -98,7 +115,7 @@ void _anr_unlock_and_purge(anr_heap *h, bool may_block)
 {
     size_t target = _anr_unlock(h);
     if (target != _ANR_NO_PURGE)
-        _anr_purge(h, target, may_block);
+        _anr_purge_round(h, target, may_block);
 }
 
 size_t anr_core_tick(anr_heap *h)
@@ -443,7 +460,9 @@ void *anr_core_realloc(anr_heap *h, void *p, size_t size, anr_error *errp)
         /* Large to large: shrink or grow the run in place when possible. */
         uint32_t n = h->pages[o.head].len;
         size_t m = (size + h->page_size - 1) >> h->page_shift;
-        if (m == n) {
+        /* Keep the room while the object still uses most of it (it may
+         * have been given a quarter extra to grow into). */
+        if (m <= n && m >= n - n / 4) {
             _anr_unlock(h);
             return p;
         }
@@ -462,7 +481,17 @@ void *anr_core_realloc(anr_heap *h, void *p, size_t size, anr_error *errp)
     }
     _anr_unlock(h);
 
-    void *q = anr_core_alloc(h, size, 0, 0);
+    /* A large object that has to move gets a quarter more room (pages
+     * that are never touched cost no RSS), so that a buffer grown by
+     * appending moves O(log n) times, not once per step. */
+    size_t want = size;
+    if (!o.slab && size > o.usable && _anr_class_for(h, size, ALIGN) < 0) {
+        size_t extra = size / 4 < ((size_t)64 << 20) ? size / 4 : ((size_t)64 << 20);
+        want = size + extra > size ? size + extra : size;
+    }
+    void *q = anr_core_alloc(h, want, 0, 0);
+    if (!q && want != size)
+        q = anr_core_alloc(h, size, 0, 0);
     if (!q)
         return NULL;
     memcpy(q, p, size < o.usable ? size : o.usable);

@@ -232,6 +232,9 @@ void _anr_run_free(anr_heap *h, uint32_t head, uint32_t n);
 uint32_t _anr_run_insert_clean(anr_heap *h, uint32_t head, uint32_t n);
 /* Removes a dirty run from the bins and the age list. */
 void _anr_run_remove(anr_heap *h, uint32_t head);
+/* A dirty run just removed: untags it and files all but its first `keep`
+ * pages back as a dirty run (the caller tags those `keep` pages). */
+void _anr_run_give_back_tail(anr_heap *h, uint32_t head, uint32_t len, uint32_t keep);
 /* Grows the large object at `head` from `n` to `m` pages in place if the
  * neighbour allows it. */
 _anr_run_result _anr_run_grow(anr_heap *h, uint32_t head, uint32_t n, uint32_t m);
@@ -259,6 +262,9 @@ void _anr_fifo_remove(anr_heap *h, uint32_t head);
 /* Purges until dirty pages <= target. Called WITHOUT the lock held; takes it
  * (with trylock only if !may_block). Returns pages handed back. */
 size_t _anr_purge(anr_heap *h, size_t target, bool may_block);
+/* One bounded round of the same (a batch of runs; a few inside free()): what
+ * malloc and free do when they leave dirty pages over the ceiling. */
+size_t _anr_purge_round(anr_heap *h, size_t target, bool may_block);
 void _anr_drain_purged(anr_heap *h);
 void _anr_pagemap_trim(anr_heap *h);
 

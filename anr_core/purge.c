@@ -69,13 +69,25 @@ typedef struct purge_item {
 
 /* Lock held: takes the oldest dirty runs out, up to a batch, until dirty
  * pages would be at or below target. */
-static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch)
+/* Pages one hot-path round hands back at most: madvise costs time per page,
+ * so a malloc or free that purges stays bounded whatever the runs' sizes. */
+#define ROUND_PAGES 256u
+
+static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch, unsigned max,
+                             bool bounded)
 {
     unsigned n = 0;
-    while (n < _ANR_PURGE_BATCH && h->pages_dirty > target && h->fifo_head != _ANR_NIL) {
+    size_t budget = bounded ? ROUND_PAGES : SIZE_MAX;
+    while (n < max && budget && h->pages_dirty > target && h->fifo_head != _ANR_NIL) {
         uint32_t head = h->fifo_head;
         uint32_t len = h->pages[head].len;
         _anr_run_remove(h, head);
+        if (len > budget) {
+            /* Take the front of a big run; the rest stays dirty. */
+            _anr_run_give_back_tail(h, head, len, (uint32_t)budget);
+            len = (uint32_t)budget;
+        }
+        budget -= budget == SIZE_MAX ? 0 : len;
         _anr_run_tag(h, head, len, _ANR_PK_PURGING);
         h->pages_purging += len;
         batch[n].head = head;
@@ -138,7 +150,9 @@ static unsigned purge_interior_entries(anr_heap *h, uint32_t head, uint32_t len)
     return len < 3 ? 0 : trim_entries(h, head + 1, head + len - 1);
 }
 
-static size_t purge(anr_heap *h, size_t target, bool may_block)
+#define HOT_PURGE_RUNS 4u
+
+static size_t purge(anr_heap *h, size_t target, bool may_block, bool bounded)
 {
     size_t total = 0;
     purge_item batch[_ANR_PURGE_BATCH];
@@ -147,7 +161,12 @@ static size_t purge(anr_heap *h, size_t target, bool may_block)
             _anr_lock(h);
         else if (!_anr_trylock(h))
             return total;
-        unsigned n = select_batch(h, target, batch);
+        /* On the hot paths (inside malloc and free) the work is bounded: a
+         * few runs and ROUND_PAGES pages per call (each free adds at most
+         * one dirty run, so this keeps up); the calls that follow do the
+         * rest while dirty pages stay over the ceiling. */
+        bool hot = bounded || !may_block;
+        unsigned n = select_batch(h, target, batch, hot ? HOT_PURGE_RUNS : _ANR_PURGE_BATCH, hot);
         _anr_unlock(h);
         if (n == 0)
             return total;
@@ -179,12 +198,22 @@ static size_t purge(anr_heap *h, size_t target, bool may_block)
                 push_purged(h, batch[i].head);
             return total;
         }
+        if (!may_block || bounded)
+            return total; /* one bounded round per call on the hot paths */
     }
+}
+
+size_t _anr_purge_round(anr_heap *h, size_t target, bool may_block)
+{
+    size_t pages = purge(h, target, may_block, true);
+    if (pages && h->hooks.purged)
+        h->hooks.purged(h->hooks.ctx, h, pages, may_block);
+    return pages;
 }
 
 size_t _anr_purge(anr_heap *h, size_t target, bool may_block)
 {
-    size_t pages = purge(h, target, may_block);
+    size_t pages = purge(h, target, may_block, false);
     if (pages && h->hooks.purged)
         h->hooks.purged(h->hooks.ctx, h, pages, may_block);
     return pages;

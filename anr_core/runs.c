@@ -148,6 +148,13 @@ static void free_run_remove(anr_heap *h, uint32_t head)
 
 void _anr_run_remove(anr_heap *h, uint32_t head) { free_run_remove(h, head); }
 
+void _anr_run_give_back_tail(anr_heap *h, uint32_t head, uint32_t len, uint32_t keep)
+{
+    _anr_run_untag(h, head, len);
+    /* The run was maximal, so the tail has no dirty neighbour to merge. */
+    free_run_insert(h, head + keep, len - keep, _ANR_PK_FREE_DIRTY);
+}
+
 /* The head of the free run of `kind` that ends right before page pi, or NIL. */
 static uint32_t left_free(anr_heap *h, uint32_t pi, uint8_t kind)
 {
