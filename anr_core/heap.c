@@ -263,6 +263,23 @@ static void *try_alloc(anr_heap *h, size_t size, size_t align, bool *zero, _anr_
     return _anr_page_addr(h, head);
 }
 
+/* ANR_ALLOC_NO_HOOKS: memory that is there now, or NULL. Never waits for
+ * the heap lock, never purges, never calls a hook. */
+static void *alloc_now(anr_heap *h, size_t size, size_t align, unsigned flags)
+{
+    if (!_anr_trylock(h))
+        return NULL;
+    bool zero = false;
+    _anr_run_result res;
+    void *p = try_alloc(h, size, align, &zero, &res);
+    if (!p)
+        h->alloc_failures++;
+    _anr_unlock(h); /* any purge it asks for waits for a later call */
+    if (p && (flags & ANR_ALLOC_ZERO) && !zero)
+        memset(p, 0, size);
+    return p;
+}
+
 void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
 {
     if (align < ALIGN)
@@ -286,6 +303,9 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
         _anr_unlock(h);
         return NULL;
     }
+
+    if (flags & ANR_ALLOC_NO_HOOKS)
+        return alloc_now(h, size, align, flags);
 
     bool purged = false;
     unsigned round = 0;

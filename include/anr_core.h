@@ -90,7 +90,9 @@ typedef struct anr_core_options {
 
 /* Flags for anr_core_alloc. */
 #define ANR_ALLOC_ZERO 0x1u       /* return zeroed memory (skips clearing known-zero pages) */
-#define ANR_ALLOC_NO_HOOKS 0x2u   /* never call more_memory: succeed only if memory is there now */
+/* Succeed only if memory is there now: never call more_memory, never purge,
+ * never wait for the heap lock (NULL if another thread holds it). */
+#define ANR_ALLOC_NO_HOOKS 0x2u
 
 typedef struct anr_core_stats {
     size_t mapping_size;     /* bytes reserved at init */

@@ -3,6 +3,8 @@
  * rounds, ANR_ALLOC_NO_HOOKS, and purging dirty pages before failing. */
 #include "core_test.h"
 
+#include <pthread.h>
+
 #include <stdint.h>
 
 #define LIMIT (8 * MiB)
@@ -253,6 +255,53 @@ static void test_no_hooks_flag(void **state)
     assert_int_equal(hs.calls, 1);
 }
 
+/* ANR_ALLOC_NO_HOOKS never waits for the heap lock: while another thread
+ * holds it (fork_prepare takes it), the allocation returns NULL at once. */
+typedef struct lock_holder {
+    anr_heap *h;
+    pthread_mutex_t m;
+    pthread_cond_t cv;
+    int stage;
+} lock_holder;
+
+static void *hold_heap_lock(void *v)
+{
+    lock_holder *l = v;
+    anr_core_fork_prepare(l->h);
+    pthread_mutex_lock(&l->m);
+    l->stage = 1;
+    pthread_cond_broadcast(&l->cv);
+    while (l->stage != 2)
+        pthread_cond_wait(&l->cv, &l->m);
+    pthread_mutex_unlock(&l->m);
+    anr_core_fork_parent(l->h);
+    return NULL;
+}
+
+static void test_no_hooks_never_waits(void **state)
+{
+    anr_heap *h = fx_init(state, NULL);
+    lock_holder l = {.h = h, .stage = 0};
+    pthread_mutex_init(&l.m, NULL);
+    pthread_cond_init(&l.cv, NULL);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, hold_heap_lock, &l), 0);
+    pthread_mutex_lock(&l.m);
+    while (l.stage != 1)
+        pthread_cond_wait(&l.cv, &l.m);
+    pthread_mutex_unlock(&l.m);
+    /* 64 KiB: a page run, never a thread cache's slab */
+    assert_null(anr_core_alloc(h, 64 * KiB, 0, ANR_ALLOC_NO_HOOKS));
+    pthread_mutex_lock(&l.m);
+    l.stage = 2;
+    pthread_cond_broadcast(&l.cv);
+    pthread_mutex_unlock(&l.m);
+    pthread_join(t, NULL);
+    void *p = anr_core_alloc(h, 64 * KiB, 0, ANR_ALLOC_NO_HOOKS);
+    assert_non_null(p);
+    assert_int_equal(anr_core_free(h, p), ANR_ERR_NONE);
+}
+
 /* Dirty free pages count in the limit, and hitting the limit first hands them
  * back: an allocation that fits once they are purged succeeds, no hook. */
 static void test_dirty_pages_count_and_are_purged(void **state)
@@ -350,6 +399,7 @@ int main(void)
         UNIT(test_hook_default_rounds),
         UNIT(test_hook_frees_memory),
         UNIT(test_no_hooks_flag),
+        UNIT(test_no_hooks_never_waits),
         UNIT(test_dirty_pages_count_and_are_purged),
         UNIT(test_limit_holds_with_dirty),
         UNIT(test_absurd_sizes),
