@@ -157,8 +157,8 @@ madvise, with which gmalloc hands free pages back to the kernel ("handed back"
 in its statistics), so RSS follows live data instead of the peak. A real-time
 thread in such a process never waits on the kernel's mmap lock because of
 malloc. Compare peak RSS and wall time as ratios between the two columns only:
-this is one run on a possibly busy machine, not a benchmark (see
-BENCHMARKS.md). The same check on python3, gcc, git and redis-server is
+this is one run on a possibly busy machine, not a benchmark (bench/run and
+bench/README.md are). The same check on python3, gcc, git and redis-server is
 "meson test -C $BUILDDIR --suite programs".
 EOF
 
