@@ -12,8 +12,6 @@
 #define DEFAULT_ROUNDS 4u
 #define DEFAULT_TC_SLOTS 256u
 #define DEFAULT_DECAY_MS 1000u
-/* The quiet-time clock is read on one unlock in this many. */
-#define DECAY_CHECK_EVERY 64u
 
 size_t anr_core_alignment(void) { return ALIGN; }
 
@@ -103,9 +101,12 @@ size_t _anr_unlock(anr_heap *h)
         target = h->floor;
     } else if (!h->pages_dirty) {
         h->dirty_since = 0;
-    } else if (h->decay_ns && ++h->decay_ticks % DECAY_CHECK_EVERY == 0 && decay_due(h)) {
+    } else if (h->decay_ns && decay_due(h)) {
+        /* The coarse clock is a vDSO read, and only taken while dirty pages
+         * wait: a call after a quiet second starts handing them back, one
+         * bounded round per call until none are left (the clock restarts
+         * once dirty pages are gone). */
         target = 0;
-        h->dirty_since = 0;
     }
     pthread_mutex_unlock(&h->lock);
     return target;

@@ -163,7 +163,6 @@ struct anr_heap {
     /* Under `lock`. */
     uint32_t tc_free, tc_active;
     uint64_t dirty_since;    /* first time a quiet-time check saw dirty pages (ns) */
-    uint32_t decay_ticks;    /* unlocks since the last quiet-time check */
     pthread_mutex_t lock;
     uint32_t top;            /* first never-used page; all above is NONE and zero */
     uint32_t pm_hwm;         /* entries below this may be resident */

@@ -71,7 +71,7 @@ typedef struct purge_item {
  * pages would be at or below target. */
 /* Pages one hot-path round hands back at most: madvise costs time per page,
  * so a malloc or free that purges stays bounded whatever the runs' sizes. */
-#define ROUND_PAGES 256u
+#define ROUND_PAGES 1024u
 
 static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch, unsigned max,
                              bool bounded)
