@@ -269,7 +269,7 @@ static void test_rss_drops(void **state)
         memset(p[i], 0x5c, 4 * MiB);
     }
     size_t before = rss_bytes();
-    if (before == 0) skip();
+    if (before == 0) fail_msg("cannot read this process's RSS from /proc/self");
     for (int i = 0; i < N; i++)
         assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
     anr_core_purge(h, true);
