@@ -491,7 +491,7 @@ static void test_psi_trigger(void **state)
     assert_true(w >= 0);
     mb_event ev = {0};
     uint64_t end = mono_ms() + 20000;
-    bool got = false;
+    bool got = false, cleared = false;
     while (!got && mono_ms() < end) {
         pid_t hog = fork();
         assert_true(hog >= 0);
@@ -514,11 +514,16 @@ static void test_psi_trigger(void **state)
         int st;
         assert_int_equal(waitpid(hog, &st, 0), hog);
         assert_false(WIFEXITED(st) && WEXITSTATUS(st) >= 20);
-        while (mb_watch_read(w, &ev, 600) == 1)
+        /* The all-clear may follow the LOW event within this same read loop
+         * (PRESSURE_HOLD is short): note it here rather than wait for it. */
+        while (mb_watch_read(w, &ev, 600) == 1) {
             if (ev.level == MB_LEVEL_LOW && (ev.reasons & MB_REASON_PSI_SOME)) got = true;
+            else if (got && ev.level == MB_LEVEL_NORMAL) cleared = true;
+        }
     }
     assert_true(got);
-    ev = wait_level(w, MB_LEVEL_NORMAL);
+    if (!cleared)
+        ev = wait_level(w, MB_LEVEL_NORMAL);
     close(w);
     mbt_stop(&d);
 
