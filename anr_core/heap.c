@@ -3,9 +3,10 @@
 #include <errno.h>
 #include <stdalign.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
-#include "internal.h"
+#include "fast.h"
 
 #define ALIGN (alignof(max_align_t))
 #define DEFAULT_CEILING 1024u
@@ -138,6 +139,20 @@ void _anr_note_peak(anr_heap *h)
 
 /* --- init --- */
 
+/* The free key: random, so that live data matches it by chance once in
+ * 2^64; never 0, which is what untouched memory holds. */
+static uint64_t make_free_key(const void *seed)
+{
+    uint64_t k = 0;
+    if (getrandom(&k, sizeof(k), GRND_NONBLOCK) != (ssize_t)sizeof(k)) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        k = ((uint64_t)ts.tv_nsec << 32 ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)seed) *
+            0x9e3779b97f4a7c15u;
+    }
+    return k ? k : 0x9e3779b97f4a7c15u;
+}
+
 int anr_core_init(anr_heap **out, const anr_core_options *opts)
 {
     anr_core_options def;
@@ -193,6 +208,8 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
     h->pm_offset = head;
     h->data = map + head + pm_bytes;
     h->npages = (uint32_t)npages;
+    h->data_size = npages * page;
+    h->free_key = make_free_key(map);
 
     h->hooks = opts->hooks;
     h->rounds = opts->more_memory_rounds ? opts->more_memory_rounds : DEFAULT_ROUNDS;
@@ -224,6 +241,7 @@ void anr_core_destroy(anr_heap *h)
         return;
     if (atomic_load(&h->tc_key_state) == 2)
         pthread_key_delete(h->tc_key);
+    _anr_tc_forget(h);
     pthread_mutex_destroy(&h->lock);
     _anr_os_release(h->map, h->map_size);
 }
@@ -283,6 +301,11 @@ static void *alloc_now(anr_heap *h, size_t size, size_t align, unsigned flags)
 
 void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
 {
+    if (align <= ALIGN && !flags) {
+        void *p = _anr_fast_alloc(h, size);
+        if (p)
+            return p;
+    }
     if (align < ALIGN)
         align = ALIGN;
     if (align & (align - 1))
@@ -399,6 +422,8 @@ static void drain_deferred(anr_heap *h)
     void *p = atomic_exchange_explicit(&h->deferred, NULL, memory_order_acquire);
     while (p) {
         void *next = *(void **)p;
+        if (h->tc_on)
+            _anr_key_clear(p);
         _anr_obj o;
         anr_error err = _anr_lookup(h, p, &o);
         if (err != ANR_ERR_NONE) {
@@ -416,8 +441,25 @@ static void drain_deferred(anr_heap *h)
     }
 }
 
+void _anr_defer_chain(anr_heap *h, void *first, void *last, size_t n)
+{
+    for (void *q = first; h->tc_on; q = *(void **)q) {
+        _anr_key_set(h, q);
+        if (q == last)
+            break;
+    }
+    void *old = atomic_load_explicit(&h->deferred, memory_order_relaxed);
+    do {
+        *(void **)last = old;
+    } while (!atomic_compare_exchange_weak_explicit(&h->deferred, &old, first,
+                                                    memory_order_release, memory_order_relaxed));
+    atomic_fetch_add_explicit(&h->deferred_frees, n, memory_order_relaxed);
+}
+
 anr_error anr_core_free(anr_heap *h, void *p)
 {
+    if (_anr_fast_free(h, p))
+        return ANR_ERR_NONE;
     if (!p)
         return ANR_ERR_NONE;
     if (!_anr_in_data(h, p)) {
@@ -429,14 +471,17 @@ anr_error anr_core_free(anr_heap *h, void *p)
     if (h->tc_on && _anr_tc_free(h, p, &err))
         return err;
     if (!_anr_trylock(h)) {
-        /* Never block: queue it for whoever holds the lock. */
-        void *old = atomic_load_explicit(&h->deferred, memory_order_relaxed);
-        do {
-            *(void **)p = old;
-        } while (!atomic_compare_exchange_weak_explicit(&h->deferred, &old, p,
-                                                        memory_order_release,
-                                                        memory_order_relaxed));
-        atomic_fetch_add_explicit(&h->deferred_frees, 1, memory_order_relaxed);
+        /* Never block: queue it for whoever holds the lock. A pointer that
+         * already carries the key is queued somewhere already. */
+        if ((uintptr_t)p % ALIGN || (size_t)((uint8_t *)p - h->data) + 16 > h->data_size) {
+            _anr_report(h, ANR_ERR_NOT_AN_OBJECT, ANR_OP_FREE, p);
+            return ANR_ERR_NOT_AN_OBJECT;
+        }
+        if (_anr_key_found(h, p)) {
+            _anr_report(h, ANR_ERR_DOUBLE_FREE, ANR_OP_FREE, p);
+            return ANR_ERR_DOUBLE_FREE;
+        }
+        _anr_defer_chain(h, p, p, 1);
         return ANR_ERR_NONE;
     }
     _anr_obj o;

@@ -23,6 +23,7 @@
 #define ANR_CORE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -129,6 +130,17 @@ typedef struct _anr_tcache {
     /* One empty slab kept per class, so that a class hovering around a slab
      * boundary does not take the lock on every other call. */
     uint32_t spare[ANR_MAX_CLASSES];
+    /* Bins: objects this thread freed, per class, ready for its next malloc
+     * of that class without touching a bitmap (tcache.c). A singly linked
+     * list through the objects; `bin_n` is read by statistics. */
+    void *bin[ANR_MAX_CLASSES];
+    uint16_t bin_n[ANR_MAX_CLASSES];
+    /* A bin's capacity adapts (tcache.c): it doubles when malloc finds the
+     * bin empty and halves when it fills a few times in a row with no such
+     * refill between, so a thread that only frees keeps few objects (each
+     * one pins a slab). `bin_spills` counts those fills. */
+    uint16_t bin_cap[ANR_MAX_CLASSES];
+    uint8_t bin_spills[ANR_MAX_CLASSES];
 } _anr_tcache;
 
 struct anr_heap {
@@ -150,6 +162,7 @@ struct anr_heap {
     /* Thread caches, set at init. */
     bool tc_on;
     unsigned tc_classes;     /* classes [0, tc_classes) are cached */
+    size_t tc_fast_max;      /* largest size the fast path serves; 0 = caches off */
     size_t tc_max_bytes;     /* free bytes one cache may hold before it trims */
     uint32_t tc_slots;
     uint32_t tc_unused;      /* slots from here on were never handed out (under lock) */
@@ -159,9 +172,17 @@ struct anr_heap {
     _Atomic int tc_key_state; /* 0 none, 1 being made, 2 ready, 3 failed */
     _Atomic uint32_t flush_epoch; /* bumped to make every cache flush */
     uint64_t decay_ns;       /* quiet time after which dirty pages go back */
+    size_t data_size;        /* npages << page_shift */
+    /* Random, never 0: written into word 1 of a freed object that waits on
+     * a list (bin, remote or deferred), so a second free of it is seen
+     * before the object is queued twice; also scrambles bin links. */
+    uint64_t free_key;
+    uint16_t bin_max[ANR_MAX_CLASSES]; /* largest bin capacity per class */
 
-    /* Under `lock`. */
-    uint32_t tc_free, tc_active;
+    /* Under `lock`. On a cache line of its own: the fast paths read the
+     * fields above on every call and must not share a line with the lock. */
+    alignas(64) uint32_t tc_free;
+    uint32_t tc_active;
     uint64_t dirty_since;    /* first time a quiet-time check saw dirty pages (ns) */
     pthread_mutex_t lock;
     uint32_t top;            /* first never-used page; all above is NONE and zero */
@@ -177,7 +198,7 @@ struct anr_heap {
     uint64_t alloc_failures;
 
     /* Lock-free. */
-    _Atomic(void *) deferred;          /* frees that found the lock busy */
+    alignas(64) _Atomic(void *) deferred;          /* frees that found the lock busy */
     _Atomic uint32_t purged_pending;   /* purged runs waiting for the lock */
     _Atomic uint64_t deferred_frees;
     _Atomic uint64_t bad_pointers;
@@ -199,6 +220,24 @@ static inline bool _anr_in_data(const anr_heap *h, const void *p)
 {
     uintptr_t a = (uintptr_t)p, d = (uintptr_t)h->data;
     return a >= d && a - d < ((size_t)h->npages << h->page_shift);
+}
+
+/* With thread caches on, a freed object waiting on a list (a bin, a remote
+ * or the deferred list) carries the heap's key in word 1, so that a second
+ * free of it is caught although its bitmap bit is still set. Heaps without
+ * caches (anr_malloc's, the real-time mode) never read or write the key:
+ * there the bitmap alone says what is free, and no engine access touches a
+ * block the caller may have handed to valgrind as free. */
+static inline void _anr_key_set(const anr_heap *h, void *p) { ((uint64_t *)p)[1] = h->free_key; }
+static inline void _anr_key_clear(void *p) { ((uint64_t *)p)[1] = 0; }
+static inline bool _anr_key_is_set(const anr_heap *h, const void *p)
+{
+    return ((const uint64_t *)p)[1] == h->free_key;
+}
+/* The key check for paths that serve both kinds of heap. */
+static inline bool _anr_key_found(const anr_heap *h, const void *p)
+{
+    return h->tc_on && _anr_key_is_set(h, p);
 }
 
 static inline size_t _anr_limit_use(const anr_heap *h)
@@ -275,6 +314,7 @@ void _anr_tc_push_locked(anr_heap *h, uint32_t head, void *p);
 void _anr_tc_flush_all(anr_heap *h);
 void _anr_tc_cached(const anr_heap *h, size_t *objs, size_t *bytes);
 void _anr_tc_fork_child(anr_heap *h);
+void _anr_tc_forget(anr_heap *h);
 
 /* --- slab.c: slabs handed to and from thread caches (lock held) --- */
 /* A slab of `cls` with free slots, off the partial list (new if none). */
@@ -293,6 +333,9 @@ size_t _anr_unlock(anr_heap *h);
 /* Unlocks and runs the purge _anr_unlock asks for. */
 void _anr_unlock_and_purge(anr_heap *h, bool may_block);
 void _anr_free_locked(anr_heap *h, void *p, anr_op op);
+/* Queues a chain of frees (linked through word 0, `last` ends it) for the
+ * next lock holder; never blocks. */
+void _anr_defer_chain(anr_heap *h, void *first, void *last, size_t n);
 void _anr_note_peak(anr_heap *h);
 
 #endif

@@ -1,6 +1,8 @@
 /* Pointer validation: from any address to its object in O(1), through the
  * page map. A pointer is good only if it is the start of a live object; the
- * caller holds the heap lock (the bitmap and run tags must be stable). */
+ * caller holds the heap lock (the bitmap and run tags must be stable). With
+ * thread caches, an object that carries the free key is already freed and
+ * waits on a list (a thread cache's bin, a remote or the deferred list). */
 #include "internal.h"
 
 anr_error _anr_lookup(const anr_heap *h, const void *p, _anr_obj *obj)
@@ -22,7 +24,7 @@ anr_error _anr_lookup(const anr_heap *h, const void *p, _anr_obj *obj)
         size_t idx = _anr_slot_of(c, off);
         if (idx * c->size != off || idx >= c->nobj)
             return ANR_ERR_NOT_AN_OBJECT;
-        if (!(e->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))))
+        if (!(e->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))) || _anr_key_found(h, p))
             return ANR_ERR_DOUBLE_FREE;
         obj->head = pi;
         obj->idx = (unsigned)idx;
@@ -33,6 +35,8 @@ anr_error _anr_lookup(const anr_heap *h, const void *p, _anr_obj *obj)
     case _ANR_PK_LARGE:
         if (page_off != 0)
             return ANR_ERR_NOT_AN_OBJECT;
+        if (_anr_key_found(h, p))
+            return ANR_ERR_DOUBLE_FREE;
         obj->head = pi;
         obj->idx = 0;
         obj->slab = false;

@@ -73,7 +73,8 @@ int _anr_classes_init(anr_heap *h, const uint32_t *sizes, size_t n)
     if (n == 0 || n > ANR_MAX_CLASSES)
         return -1;
     for (size_t i = 0; i < n; i++) {
-        if (sizes[i] == 0 || sizes[i] % ALIGN || sizes[i] > ANR_SLAB_MAX_SIZE ||
+        /* 16 bytes at least: a freed object holds a link and the free key. */
+        if (sizes[i] < 16 || sizes[i] % ALIGN || sizes[i] > ANR_SLAB_MAX_SIZE ||
             (i > 0 && sizes[i] <= sizes[i - 1]) || sizes[i] > MAX_SLAB_PAGES * h->page_size)
             return -1;
         size_slab(h->page_size, sizes[i], &h->cls[i]);

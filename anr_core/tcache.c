@@ -23,31 +23,45 @@
  * figures change again only when the slab comes back. Statistics subtract
  * the cached bytes.
  *
- * Fast path budget (x86-64, gcc -O2): malloc ~25 instructions (TLS load,
- * heap check, class lookup, find-first-zero over one or two bitmap words,
- * store); free ~35 (page-map lookup, owner check, a divide for the slot).
+ * In front of the slabs sit the bins: per class, a short list of objects
+ * this thread freed, linked through the objects. free() checks the pointer
+ * (page map, slot, bitmap bit, free key) and pushes it; malloc() pops. The
+ * bitmap still counts a binned object as in use, so only the key in its
+ * word 1 tells it is free: a second free, a realloc or a check of it sees
+ * the key and reports a double free. A full bin sends its older half home
+ * (own slabs: bitmap; other threads' slabs: their remote lists; shared
+ * slabs: under the lock, or the deferred list if the lock is busy); an
+ * empty bin is refilled with up to half its capacity from `cur`. Links are
+ * stored XORed with the key and checked when followed, so a use after free
+ * that scribbles on one is reported instead of handing out a wild pointer.
+ *
+ * Fast path budget (x86-64, gcc -O2): malloc ~20 instructions (TLS load,
+ * heap check, class lookup, bin pop with a link check); free ~40 (page-map
+ * lookup, slot check by a multiply, bitmap and key check, bin push).
  */
 #include <stdalign.h>
 #include <string.h>
 
-#include "internal.h"
+#include "fast.h"
 
 #define REMOTE_OWNED ((uint64_t)1)
 
-enum { TLS_NONE = 0, TLS_BUSY, TLS_DEAD };
-
-/* Kept to a pointer or two and initial-exec, so that a preloaded library's
- * TLS comes from the static surplus and never calls __tls_get_addr. */
-typedef struct tls_state {
-    anr_heap *heap;
-    _anr_tcache *tc;
-    uint64_t gen;
-    unsigned state;
-} tls_state;
-
-static __thread tls_state tls __attribute__((tls_model("initial-exec")));
+/* This thread's cache (fast.h); initial-exec, so that a preloaded
+ * library's TLS comes from the static surplus and never calls
+ * __tls_get_addr. */
+__thread _anr_tls_state _anr_tls __attribute__((tls_model("initial-exec")));
 
 static _Atomic uint64_t heap_generation;
+
+/* Largest bin capacity: about BIN_BYTES per class, between BIN_MIN and
+ * BIN_MAX objects. A bin starts at BIN_START (or less) and adapts between
+ * BIN_FLOOR and that. */
+#define BIN_BYTES 32768u
+#define BIN_MIN 16u
+#define BIN_MAX 64u
+#define BIN_START 16u
+#define BIN_FLOOR 4u
+#define BIN_SHRINK_AFTER 4u
 
 static inline uint8_t *slab_addr(const anr_heap *h, uint32_t head)
 {
@@ -107,11 +121,18 @@ void _anr_tc_init(anr_heap *h, const anr_core_options *o, _anr_tcache *table, ui
     h->tc_free = _ANR_NIL;
     size_t max_size = o->tcache_max_size ? o->tcache_max_size : 2048;
     unsigned n = 0;
+    if (max_size > 4096)
+        max_size = 4096; /* the fast free finds the slot by a multiply (fast.h) */
     while (n < h->nclasses && h->cls[n].size <= max_size && h->cls[n].nobj >= 8)
         n++;
     h->tc_classes = n;
+    for (unsigned c = 0; c < n; c++) {
+        uint32_t cap = BIN_BYTES / h->cls[c].size;
+        h->bin_max[c] = (uint16_t)(cap < BIN_MIN ? BIN_MIN : cap > BIN_MAX ? BIN_MAX : cap);
+    }
     h->tc_max_bytes = o->tcache_max_bytes ? o->tcache_max_bytes : (size_t)1 << 20;
     h->tc_on = o->thread_cache && slots > 0 && n > 0;
+    h->tc_fast_max = h->tc_on ? h->cls[n - 1].size : 0;
     atomic_init(&h->tc_key_state, 0);
     atomic_init(&h->flush_epoch, 0);
 }
@@ -143,6 +164,7 @@ static unsigned apply_remote(anr_heap *h, uint32_t head, uint64_t list)
             break;
         }
         uintptr_t next = *(uintptr_t *)p;
+        _anr_key_clear((void *)p);
         __atomic_store_n(&e->bits[idx >> 6], b & ~m, __ATOMIC_RELAXED);
         n++;
         p = next;
@@ -208,9 +230,230 @@ static void release_list(anr_heap *h, _anr_tcache *tc, uint32_t *head)
     }
 }
 
+/* --- bins --- */
+
+/* A use after free broke a link after `at`: the rest of the bin is dropped
+ * (those objects stay counted in use: a leak, never a corruption). */
+static void bin_broken(anr_heap *h, const void *at)
+{
+    _anr_report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, at);
+}
+
+static void *bin_pop(anr_heap *h, _anr_tcache *tc, unsigned cls)
+{
+    void *p = tc->bin[cls];
+    void *next = bin_next(h, p);
+    unsigned n = tc->bin_n[cls] - 1u;
+    if (next == BIN_BAD) {
+        bin_broken(h, p);
+        next = NULL;
+        n = 0;
+    }
+    tc->bin[cls] = next;
+    bin_count(tc, cls, n);
+    _anr_key_clear(p);
+    return p;
+}
+
+/* The head page of the slab holding `p` (a checked object). */
+static inline uint32_t slab_of(const anr_heap *h, const void *p)
+{
+    uint32_t pi = _anr_page_index(h, p);
+    const _anr_page *e = &h->pages[pi];
+    return e->kind == _ANR_PK_SLAB_INNER ? pi - e->len : pi;
+}
+
+static inline size_t slot_of(const anr_heap *h, uint32_t head, const void *p)
+{
+    const _anr_class *c = &h->cls[h->pages[head].cls];
+    return _anr_slot_of(c, (size_t)((const uint8_t *)p - slab_addr(h, head)));
+}
+
+/* Pushes `p` (key already set) onto an owned slab's remote list. False if
+ * the slab is shared (or just became so): the locked path must free it. */
+static bool remote_push(_anr_page *e, void *p)
+{
+    uint64_t w = atomic_load_explicit(&e->remote, memory_order_relaxed);
+    while (w & REMOTE_OWNED) {
+        *(uintptr_t *)p = (uintptr_t)(w & ~REMOTE_OWNED);
+        if (atomic_compare_exchange_weak_explicit(&e->remote, &w,
+                                                  (uint64_t)(uintptr_t)p | REMOTE_OWNED,
+                                                  memory_order_release, memory_order_relaxed))
+            return true;
+    }
+    return false;
+}
+
+/* Owner, lock not held: gives slot `idx` of its own slab `pi` back. */
+static void own_free(anr_heap *h, _anr_tcache *tc, uint32_t pi, size_t idx)
+{
+    _anr_page *e = &h->pages[pi];
+    unsigned cls = e->cls;
+    const _anr_class *c = &h->cls[cls];
+    uint64_t *word = &e->bits[idx >> 6];
+    __atomic_store_n(word, *word & ~((uint64_t)1 << (idx & 63)), __ATOMIC_RELAXED);
+    if (e->nfree++ == 0 && e->where == _ANR_TC_FULL) {
+        ring_remove(h, &tc->full[cls], pi);
+        ring_push(h, &tc->avail[cls], pi, _ANR_TC_AVAIL);
+    }
+    tc_adjust(tc, 1, c->size);
+    if (e->nfree != c->nobj || e->where != _ANR_TC_AVAIL)
+        return;
+    /* An empty slab is kept as the class's spare if it has none; any other
+     * goes back, so an idle thread holds no free pages beyond its `cur` and
+     * spare slabs. If the lock is busy it waits on `avail` (free() never
+     * waits): the next trim or flush gives it back. */
+    if (tc->spare[cls] == _ANR_NIL) {
+        ring_remove(h, &tc->avail[cls], pi);
+        tc->spare[cls] = pi;
+        e->where = _ANR_TC_SPARE;
+    } else if (_anr_trylock(h)) {
+        ring_remove(h, &tc->avail[cls], pi);
+        release_slab(h, tc, pi);
+        _anr_unlock_and_purge(h, false);
+    }
+}
+
+/* Objects leaving a bin that need the heap lock (their slab is shared). */
+typedef struct locked_batch {
+    void *first, *last;
+    size_t n;
+} locked_batch;
+
+/* Owner, lock not held: sends an object out of a bin back to its slab. */
+static void send_home(anr_heap *h, _anr_tcache *tc, void *p, locked_batch *lb)
+{
+    uint32_t pi = slab_of(h, p);
+    _anr_page *e = &h->pages[pi];
+    uint32_t owner = __atomic_load_n(&e->owner, __ATOMIC_RELAXED);
+    if (owner == tc->slot + 1) {
+        _anr_key_clear(p);
+        own_free(h, tc, pi, slot_of(h, pi, p));
+        return;
+    }
+    if (owner && remote_push(e, p))
+        return; /* the key stays: it is queued */
+    *(void **)p = lb->first;
+    lb->first = p;
+    if (!lb->last)
+        lb->last = p;
+    lb->n++;
+}
+
+static void send_locked(anr_heap *h, locked_batch *lb)
+{
+    if (!lb->n)
+        return;
+    if (!_anr_trylock(h)) {
+        _anr_defer_chain(h, lb->first, lb->last, lb->n);
+        return;
+    }
+    for (void *p = lb->first; p;) {
+        void *next = (p == lb->last) ? NULL : *(void **)p;
+        _anr_key_clear(p);
+        _anr_free_locked(h, p, ANR_OP_FREE);
+        p = next;
+    }
+    _anr_unlock_and_purge(h, false);
+}
+
+/* Owner, lock not held: the bin of `cls` is full; all but its newest
+ * `keep` objects go home. */
+static void bin_spill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned keep)
+{
+    void *p = tc->bin[cls], *rest;
+    unsigned kept = 1;
+    for (; kept < keep; kept++) {
+        void *next = bin_next(h, p);
+        if (next == BIN_BAD) {
+            bin_broken(h, p);
+            *(uintptr_t *)p = bin_link(h, NULL);
+            next = NULL;
+        }
+        if (!next)
+            break;
+        p = next;
+    }
+    rest = bin_next(h, p);
+    *(uintptr_t *)p = bin_link(h, NULL);
+    bin_count(tc, cls, kept);
+    locked_batch lb = {NULL, NULL, 0};
+    while (rest && rest != BIN_BAD) {
+        void *next = bin_next(h, rest);
+        send_home(h, tc, rest, &lb);
+        rest = next;
+    }
+    if (rest == BIN_BAD)
+        bin_broken(h, p);
+    send_locked(h, &lb);
+}
+
+/* Lock held: empties a bin (of this thread, or in a forked child of a
+ * thread that did not come along: at most bin_max + 1 links are followed,
+ * in case that thread was caught mid-push). */
+static void bin_drain_locked(anr_heap *h, _anr_tcache *tc, unsigned cls)
+{
+    void *p = tc->bin[cls];
+    unsigned left = h->bin_max[cls] + 1u;
+    tc->bin[cls] = NULL;
+    bin_count(tc, cls, 0);
+    while (p && left--) {
+        void *next = bin_next(h, p);
+        uint32_t pi = slab_of(h, p);
+        _anr_page *e = &h->pages[pi];
+        if (e->owner == tc->slot + 1) {
+            /* Its slab is given back right after: clearing the bit is enough. */
+            size_t idx = slot_of(h, pi, p);
+            _anr_key_clear(p);
+            e->bits[idx >> 6] &= ~((uint64_t)1 << (idx & 63));
+            e->nfree++;
+        } else if (!e->owner || !remote_push(e, p)) {
+            _anr_key_clear(p);
+            _anr_free_locked(h, p, ANR_OP_FREE);
+        }
+        if (next == BIN_BAD) {
+            bin_broken(h, p);
+            break;
+        }
+        p = next;
+    }
+}
+
+/* Owner: moves up to `want` free slots of `cur` into the empty bin, lowest
+ * addresses on top. */
+static void bin_fill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned want)
+{
+    uint32_t head = tc->cur[cls];
+    _anr_page *e = &h->pages[head];
+    uint32_t size = h->cls[cls].size;
+    uint8_t *base = slab_addr(h, head);
+    void *list = tc->bin[cls];
+    unsigned got = 0;
+    for (unsigned w = _ANR_BITMAP_WORDS; w-- > 0 && got < want && got < e->nfree;) {
+        uint64_t b = e->bits[w], freeb = ~b;
+        while (freeb && got < want) {
+            unsigned bit = 63u - (unsigned)__builtin_clzll(freeb);
+            freeb &= ~((uint64_t)1 << bit);
+            b |= (uint64_t)1 << bit;
+            void *p = base + (size_t)(w * 64 + bit) * size;
+            *(uintptr_t *)p = bin_link(h, list);
+            _anr_key_set(h, p);
+            list = p;
+            got++;
+        }
+        __atomic_store_n(&e->bits[w], b, __ATOMIC_RELAXED);
+    }
+    e->nfree = (uint16_t)(e->nfree - got);
+    tc_adjust(tc, -(long)got, size);
+    tc->bin[cls] = list;
+    bin_count(tc, cls, tc->bin_n[cls] + got);
+}
+
 /* Lock held: gives back every slab the cache owns. */
 static void flush_locked(anr_heap *h, _anr_tcache *tc)
 {
+    for (unsigned c = 0; c < h->tc_classes; c++)
+        bin_drain_locked(h, tc, c);
     for (unsigned c = 0; c < h->tc_classes; c++) {
         if (tc->cur[c] != _ANR_NIL) {
             uint32_t pi = tc->cur[c];
@@ -228,12 +471,13 @@ static void flush_locked(anr_heap *h, _anr_tcache *tc)
 /* Owner: the cache holds too many free bytes; its spare slabs go back. */
 static void trim(anr_heap *h, _anr_tcache *tc)
 {
-    _anr_lock(h);
+    if (!_anr_trylock(h))
+        return; /* called from free(), which never waits: a later free tries again */
     for (unsigned c = 0; c < h->tc_classes; c++) {
         release_list(h, tc, &tc->avail[c]);
         release_spare(h, tc, c);
     }
-    _anr_unlock_and_purge(h, true);
+    _anr_unlock_and_purge(h, false);
 }
 
 /* Lock held. Flushes the cache and returns its slot to the free list. */
@@ -250,9 +494,9 @@ static void thread_exit(void *v)
 {
     _anr_tcache *tc = v;
     anr_heap *h = tc->heap;
-    tls.state = TLS_DEAD;
-    tls.tc = NULL;
-    tls.heap = NULL;
+    _anr_tls.state = TLS_DEAD;
+    _anr_tls.tc = NULL;
+    _anr_tls.heap = NULL;
     _anr_lock(h);
     retire_locked(h, tc);
     _anr_unlock_and_purge(h, true);
@@ -295,16 +539,21 @@ static _anr_tcache *slot_take(anr_heap *h)
     tc->epoch = atomic_load(&h->flush_epoch);
     atomic_store_explicit(&tc->cached_bytes, 0, memory_order_relaxed);
     atomic_store_explicit(&tc->cached_objs, 0, memory_order_relaxed);
-    for (unsigned c = 0; c < ANR_MAX_CLASSES; c++)
+    for (unsigned c = 0; c < ANR_MAX_CLASSES; c++) {
         tc->cur[c] = tc->avail[c] = tc->full[c] = tc->spare[c] = _ANR_NIL;
+        tc->bin[c] = NULL;
+        tc->bin_n[c] = 0;
+        tc->bin_cap[c] = (uint16_t)(h->bin_max[c] < BIN_START ? h->bin_max[c] : BIN_START);
+        tc->bin_spills[c] = 0;
+    }
     return tc;
 }
 
 static _anr_tcache *tc_create(anr_heap *h)
 {
-    if (tls.state != TLS_NONE || (tls.heap && tls.heap != h))
+    if (_anr_tls.state != TLS_NONE || (_anr_tls.heap && _anr_tls.heap != h))
         return NULL; /* re-entered, exiting, or caching another heap */
-    tls.state = TLS_BUSY;
+    _anr_tls.state = TLS_BUSY;
     _anr_tcache *tc = NULL;
     if (key_ready(h)) {
         _anr_lock(h);
@@ -320,17 +569,17 @@ static _anr_tcache *tc_create(anr_heap *h)
         }
     }
     /* Without a slot this thread runs uncached for good (slots are many). */
-    tls.heap = h;
-    tls.gen = h->gen;
-    tls.tc = tc;
-    tls.state = TLS_NONE;
+    _anr_tls.heap = h;
+    _anr_tls.gen = h->gen;
+    _anr_tls.tc = tc;
+    _anr_tls.state = TLS_NONE;
     return tc;
 }
 
 static inline _anr_tcache *tc_get(anr_heap *h)
 {
-    if (__builtin_expect(tls.heap == h && tls.gen == h->gen, 1))
-        return tls.tc;
+    if (__builtin_expect(_anr_tls.heap == h && _anr_tls.gen == h->gen, 1))
+        return _anr_tls.tc;
     return tc_create(h);
 }
 
@@ -416,12 +665,27 @@ static void *alloc_slow(anr_heap *h, _anr_tcache *tc, unsigned cls)
         flush_locked(h, tc);
         _anr_unlock(h);
     }
-    if (next_slab(h, tc, cls))
-        return take_slot(h, tc, tc->cur[cls], cls);
-    _anr_lock(h);
-    bool ok = refill_locked(h, tc, cls);
-    _anr_unlock_and_purge(h, true);
-    return ok ? take_slot(h, tc, tc->cur[cls], cls) : NULL;
+    if (tc->bin[cls]) /* the fast path found a broken link: report, drop the rest */
+        return bin_pop(h, tc, cls);
+    uint32_t head = tc->cur[cls];
+    if (head == _ANR_NIL || h->pages[head].nfree == 0) {
+        if (!next_slab(h, tc, cls)) {
+            _anr_lock(h);
+            bool ok = refill_locked(h, tc, cls);
+            _anr_unlock_and_purge(h, true);
+            if (!ok)
+                return NULL;
+        }
+    }
+    void *p = take_slot(h, tc, tc->cur[cls], cls);
+    if (!tc->bin[cls]) {
+        /* Ran dry: this class is being allocated; let its bin grow. */
+        unsigned cap = tc->bin_cap[cls] * 2u;
+        tc->bin_cap[cls] = (uint16_t)(cap < h->bin_max[cls] ? cap : h->bin_max[cls]);
+        tc->bin_spills[cls] = 0;
+        bin_fill(h, tc, cls, tc->bin_cap[cls] / 2u);
+    }
+    return p;
 }
 
 void *_anr_tc_alloc(anr_heap *h, unsigned cls)
@@ -429,19 +693,36 @@ void *_anr_tc_alloc(anr_heap *h, unsigned cls)
     _anr_tcache *tc = tc_get(h);
     if (!tc)
         return NULL;
-    uint32_t head = tc->cur[cls];
-    if (__builtin_expect(head != _ANR_NIL && h->pages[head].nfree != 0 &&
+    if (__builtin_expect(tc->bin[cls] != NULL &&
                              tc->epoch == atomic_load_explicit(&h->flush_epoch,
                                                                memory_order_relaxed),
                          1))
-        return take_slot(h, tc, head, cls);
+        return bin_pop(h, tc, cls);
     return alloc_slow(h, tc, cls);
 }
 
-/* Frees `p` if it lies in a slab owned by a thread cache. Returns true if
- * done (*err says how it went), false if the locked path must handle it
- * (shared slab, large object, or a pointer that does not look like an
- * object: the locked path reports it). */
+/* Owner: a free found the bin full; its older half goes home first. */
+static void bin_full(anr_heap *h, _anr_tcache *tc, unsigned cls)
+{
+    /* Full again and again without running dry between: more frees than
+     * mallocs here (a consumer, or a program freeing everything): shrink. */
+    if (++tc->bin_spills[cls] >= BIN_SHRINK_AFTER) {
+        tc->bin_spills[cls] = 0;
+        if (tc->bin_cap[cls] > BIN_FLOOR)
+            tc->bin_cap[cls] = (uint16_t)(tc->bin_cap[cls] / 2u);
+    }
+    bin_spill(h, tc, cls, tc->bin_cap[cls] / 2u);
+    if (__builtin_expect(atomic_load_explicit(&tc->cached_bytes, memory_order_relaxed) >
+                             h->tc_max_bytes,
+                         0))
+        trim(h, tc);
+}
+
+/* Frees `p` if it is a small object of a cached class: into this thread's
+ * bin, or, for a thread without a cache, onto the owner's remote list.
+ * Returns true if done (*err says how it went), false if the locked path
+ * must handle it (shared slab without a cache, large object, or a pointer
+ * that does not look like an object: the locked path reports it). */
 bool _anr_tc_free(anr_heap *h, void *p, anr_error *err)
 {
     *err = ANR_ERR_NONE;
@@ -457,9 +738,6 @@ bool _anr_tc_free(anr_heap *h, void *p, anr_error *err)
     }
     if (kind != _ANR_PK_SLAB)
         return false;
-    uint32_t owner = __atomic_load_n(&e->owner, __ATOMIC_RELAXED);
-    if (!owner)
-        return false;
     uint8_t cls = __atomic_load_n(&e->cls, __ATOMIC_RELAXED);
     if (cls >= h->tc_classes)
         return false;
@@ -468,60 +746,29 @@ bool _anr_tc_free(anr_heap *h, void *p, anr_error *err)
     size_t idx = _anr_slot_of(c, off);
     if (idx >= c->nobj || idx * c->size != off)
         return false;
+    /* A live object's bit stays set until it is freed, whoever owns the
+     * slab; a binned or queued object also carries the key. */
     uint64_t m = (uint64_t)1 << (idx & 63);
-    uint64_t *word = &e->bits[idx >> 6];
-
-    _anr_tcache *tc = (tls.heap == h && tls.gen == h->gen) ? tls.tc : NULL;
-    if (tc && owner == tc->slot + 1) {
-        uint64_t b = *word;
-        if (!(b & m)) {
-            _anr_report(h, ANR_ERR_DOUBLE_FREE, ANR_OP_FREE, p);
-            *err = ANR_ERR_DOUBLE_FREE;
-            return true;
-        }
-        __atomic_store_n(word, b & ~m, __ATOMIC_RELAXED);
-        if (e->nfree++ == 0 && e->where == _ANR_TC_FULL) {
-            ring_remove(h, &tc->full[cls], pi);
-            ring_push(h, &tc->avail[cls], pi, _ANR_TC_AVAIL);
-        }
-        tc_adjust(tc, 1, c->size);
-        if (e->nfree == c->nobj && e->where == _ANR_TC_AVAIL) {
-            /* An empty slab is kept as the class's spare if it has none;
-             * any other goes back at once: an idle thread then holds no
-             * free pages beyond its `cur` and spare slabs. */
-            ring_remove(h, &tc->avail[cls], pi);
-            if (tc->spare[cls] == _ANR_NIL) {
-                tc->spare[cls] = pi;
-                e->where = _ANR_TC_SPARE;
-                return true;
-            }
-            _anr_lock(h);
-            release_slab(h, tc, pi);
-            _anr_unlock_and_purge(h, true);
-            return true;
-        }
-        if (__builtin_expect(atomic_load_explicit(&tc->cached_bytes, memory_order_relaxed) >
-                                 h->tc_max_bytes,
-                             0))
-            trim(h, tc);
-        return true;
-    }
-    /* Another thread's slab. A clear bit is a double free for sure (the
-     * owner never clears a bit of a live object); report it before writing
-     * the link into memory that is not ours. */
-    if (!(__atomic_load_n(word, __ATOMIC_RELAXED) & m)) {
+    if (!(__atomic_load_n(&e->bits[idx >> 6], __ATOMIC_RELAXED) & m) ||
+        _anr_key_is_set(h, p)) {
         _anr_report(h, ANR_ERR_DOUBLE_FREE, ANR_OP_FREE, p);
         *err = ANR_ERR_DOUBLE_FREE;
         return true;
     }
-    uint64_t w = atomic_load_explicit(&e->remote, memory_order_relaxed);
-    while (w & REMOTE_OWNED) {
-        *(uintptr_t *)p = (uintptr_t)(w & ~REMOTE_OWNED);
-        if (atomic_compare_exchange_weak_explicit(&e->remote, &w, (uint64_t)(uintptr_t)p |
-                                                                      REMOTE_OWNED,
-                                                  memory_order_release, memory_order_relaxed))
-            return true;
+    _anr_tcache *tc = (_anr_tls.heap == h && _anr_tls.gen == h->gen) ? _anr_tls.tc : NULL;
+    if (__builtin_expect(tc != NULL, 1)) {
+        if (__builtin_expect(tc->bin_n[cls] >= tc->bin_cap[cls], 0))
+            bin_full(h, tc, cls);
+        bin_push(h, tc, cls, p);
+        return true;
     }
+    /* A thread without a cache: an owned slab takes it on its remote list. */
+    if (!__atomic_load_n(&e->owner, __ATOMIC_RELAXED))
+        return false;
+    _anr_key_set(h, p);
+    if (remote_push(e, p))
+        return true;
+    _anr_key_clear(p);
     return false; /* just became shared: the locked path frees it */
 }
 
@@ -530,6 +777,7 @@ bool _anr_tc_free(anr_heap *h, void *p, anr_error *err)
 void _anr_tc_push_locked(anr_heap *h, uint32_t head, void *p)
 {
     _anr_page *e = &h->pages[head];
+    _anr_key_set(h, p);
     uint64_t w = atomic_load_explicit(&e->remote, memory_order_relaxed);
     do {
         *(uintptr_t *)p = (uintptr_t)(w & ~REMOTE_OWNED);
@@ -538,14 +786,27 @@ void _anr_tc_push_locked(anr_heap *h, uint32_t head, void *p)
                                                     memory_order_release, memory_order_relaxed));
 }
 
+/* The heap is being destroyed: this thread may cache the next one. (Other
+ * threads that cached it keep stale TLS and go uncached for other heaps;
+ * a thread caches one heap at a time.) */
+void _anr_tc_forget(anr_heap *h)
+{
+    if (_anr_tls.heap == h && _anr_tls.state != TLS_BUSY) {
+        _anr_tls.heap = NULL;
+        _anr_tls.tc = NULL;
+        _anr_tls.gen = 0;
+        _anr_tls.state = TLS_NONE;
+    }
+}
+
 /* --- flushing on demand --- */
 
 void anr_core_flush_thread_cache(anr_heap *h)
 {
-    if (!h->tc_on || tls.heap != h || tls.gen != h->gen || !tls.tc)
+    if (!h->tc_on || _anr_tls.heap != h || _anr_tls.gen != h->gen || !_anr_tls.tc)
         return;
     _anr_lock(h);
-    flush_locked(h, tls.tc);
+    flush_locked(h, _anr_tls.tc);
     _anr_unlock(h);
 }
 
@@ -561,11 +822,18 @@ void _anr_tc_flush_all(anr_heap *h)
 void _anr_tc_cached(const anr_heap *h, size_t *objs, size_t *bytes)
 {
     *objs = *bytes = 0;
-    for (uint32_t i = 0; h->tc_on && i < h->tc_slots; i++)
-        if (h->tcaches[i].active) {
-            *objs += atomic_load_explicit(&h->tcaches[i].cached_objs, memory_order_relaxed);
-            *bytes += atomic_load_explicit(&h->tcaches[i].cached_bytes, memory_order_relaxed);
+    for (uint32_t i = 0; h->tc_on && i < h->tc_slots; i++) {
+        const _anr_tcache *tc = &h->tcaches[i];
+        if (!tc->active)
+            continue;
+        *objs += atomic_load_explicit(&tc->cached_objs, memory_order_relaxed);
+        *bytes += atomic_load_explicit(&tc->cached_bytes, memory_order_relaxed);
+        for (unsigned c = 0; c < h->tc_classes; c++) {
+            size_t n = __atomic_load_n(&tc->bin_n[c], __ATOMIC_RELAXED);
+            *objs += n;
+            *bytes += n * h->cls[c].size;
         }
+    }
 }
 
 /* Forked child, lock held: only this thread came along; the other threads'
@@ -576,7 +844,12 @@ void _anr_tc_fork_child(anr_heap *h)
 {
     if (!h->tc_on)
         return;
-    uint32_t mine = (tls.heap == h && tls.gen == h->gen && tls.tc) ? tls.tc->slot + 1 : 0;
+    uint32_t mine = (_anr_tls.heap == h && _anr_tls.gen == h->gen && _anr_tls.tc) ? _anr_tls.tc->slot + 1 : 0;
+    /* Their bins first: the objects go home while the slabs are still owned. */
+    for (uint32_t i = 0; i < h->tc_unused; i++)
+        if (i + 1 != mine && h->tcaches[i].active)
+            for (unsigned c = 0; c < h->tc_classes; c++)
+                bin_drain_locked(h, &h->tcaches[i], c);
     for (uint32_t pi = 0; pi < h->top;) {
         _anr_page *e = &h->pages[pi];
         /* Releasing a slab may merge it with its neighbours, leaving tails

@@ -12,23 +12,39 @@
 #include <gmalloc.h>
 
 #include "internal.h"
+/* The engine's inline fast paths: the common malloc and free need no call. */
+#include "../anr_core/fast.h"
 
 #define EXPORT __attribute__((visibility("default")))
 
-EXPORT void *malloc(size_t size)
+/* malloc and free try the engine's inline fast path first, with nothing
+ * else on the way (the slow halves are separate functions, so the fast
+ * path saves no registers). */
+static __attribute__((noinline)) void *malloc_slow(size_t size, void *caller)
 {
     if (GM_DEBUG_ON())
-        return _gm_dbg_alloc("malloc", size, 0, false, GM_CALLER);
+        return _gm_dbg_alloc("malloc", size, 0, false, caller);
     void *p = anr_core_alloc(gm_heap(), size, 0, 0);
     return p ? p : _gm_alloc_failed("malloc", size);
 }
 
-EXPORT void free(void *p)
+EXPORT void *malloc(size_t size)
+{
+    anr_heap *h = __atomic_load_n(&_gm_heap, __ATOMIC_ACQUIRE);
+    if (__builtin_expect(h != NULL && !GM_DEBUG_ON(), 1)) {
+        void *p = _anr_fast_alloc(h, size);
+        if (__builtin_expect(p != NULL, 1))
+            return p;
+    }
+    return malloc_slow(size, GM_CALLER);
+}
+
+static __attribute__((noinline)) void free_slow(void *p, void *caller)
 {
     if (!p)
         return;
     if (GM_DEBUG_ON()) {
-        _gm_dbg_free(p, GM_CALLER);
+        _gm_dbg_free(p, caller);
         return;
     }
     anr_heap *h = gm_heap();
@@ -37,6 +53,14 @@ EXPORT void free(void *p)
     int saved = errno;
     anr_core_free(h, p);
     errno = saved;
+}
+
+EXPORT void free(void *p)
+{
+    anr_heap *h = __atomic_load_n(&_gm_heap, __ATOMIC_ACQUIRE);
+    if (__builtin_expect(h != NULL && !GM_DEBUG_ON(), 1) && _anr_fast_free(h, p))
+        return;
+    free_slow(p, GM_CALLER);
 }
 
 EXPORT void cfree(void *p) { free(p); }

@@ -32,7 +32,7 @@ static const char *error_text(anr_error err)
     case ANR_ERR_FOREIGN:
         return "pointer not allocated by gmalloc (outside its mapping)";
     case ANR_ERR_DEFERRED_LIST:
-        return "deferred-free list corrupted (a freed block was written to: use after free?)";
+        return "list of freed blocks corrupted (a freed block was written to: use after free?)";
     default:
         return "bad pointer";
     }

@@ -35,7 +35,7 @@ typedef enum anr_error {
     ANR_ERR_DOUBLE_FREE,    /* points at an object that is already free */
     ANR_ERR_NOT_AN_OBJECT,  /* inside the mapping, but not at a live object's start */
     ANR_ERR_FOREIGN,        /* outside the mapping (e.g. the loader's own memory) */
-    ANR_ERR_DEFERRED_LIST,  /* the deferred-free list held a broken link (use after free?) */
+    ANR_ERR_DEFERRED_LIST,  /* a list of freed blocks (deferred, remote, a thread cache's bin) held a broken link: a use after free? */
 } anr_error;
 
 /* Which operation met the bad pointer. */
@@ -80,7 +80,7 @@ typedef struct anr_core_options {
     /* Per-thread caches of small objects (off = the deterministic real-time
      * mode: every operation takes the heap lock and is bounded). */
     bool thread_cache;
-    size_t tcache_max_size;  /* largest size cached; 0 = default (2048) */
+    size_t tcache_max_size;  /* largest size cached; 0 = default (2048); at most 4096 */
     size_t tcache_max_bytes; /* free bytes one thread may hold before it trims; 0 = 1 MiB */
     unsigned tcache_slots;   /* threads that can have a cache at once; 0 = default (256) */
     /* Dirty pages left alone this long go back on the next call into the

@@ -214,11 +214,13 @@ static void test_double_free_caught(void **state)
     assert_int_equal(pthread_create(&th, NULL, free_twice, &a), 0);
     pthread_join(th, NULL);
     assert_int_equal(a.r1, ANR_ERR_NONE);
-    /* A remote free cannot tell a second push of the same object: the owner
-     * sees it when it collects the slab's list (here: the flush). */
-    anr_core_flush_thread_cache(h);
+    /* The first free left the free key in the object: the second is caught
+     * at once, before the object could be queued twice. */
+    assert_int_equal(a.r2, ANR_ERR_DOUBLE_FREE);
     assert_int_equal(errors_seen, 2);
     assert_int_equal(last_error, ANR_ERR_DOUBLE_FREE);
+    anr_core_flush_thread_cache(h);
+    assert_int_equal(errors_seen, 2);
 
     anr_core_free(h, keep);
     assert_sound(h);
@@ -389,12 +391,96 @@ static void test_more_threads_than_slots(void **state)
     assert_sound(h);
 }
 
+/* --- bins: freed objects waiting for this thread's next malloc --- */
+
+/* An object in a bin is free: checking, sizing, reallocating or freeing it
+ * again is an error, reported, and the bin stays intact. */
+static void test_binned_object_is_free(void **state)
+{
+    anr_core_options o;
+    test_options(&o);
+    o.thread_cache = true;
+    o.hooks.on_error = count_error;
+    anr_heap *h = fx_init(state, &o);
+    errors_seen = 0;
+    void *keep = anr_core_alloc(h, 100, 0, 0);
+    void *p = anr_core_alloc(h, 100, 0, 0);
+    assert_int_equal(anr_core_free(h, p), ANR_ERR_NONE);
+    assert_int_equal(anr_core_check(h, p), ANR_ERR_DOUBLE_FREE);
+    assert_int_equal(anr_core_usable_size(h, p), 0);
+    anr_error err;
+    assert_null(anr_core_realloc(h, p, 300, &err));
+    assert_int_equal(err, ANR_ERR_DOUBLE_FREE);
+    assert_int_equal(anr_core_free(h, p), ANR_ERR_DOUBLE_FREE);
+    assert_int_equal(errors_seen, 3); /* usable_size, realloc, free */
+    /* It comes back once, as a live object, and only once. */
+    void *q[4];
+    unsigned same = 0;
+    for (unsigned i = 0; i < 4; i++) {
+        q[i] = anr_core_alloc(h, 100, 0, 0);
+        assert_non_null(q[i]);
+        assert_int_equal(anr_core_check(h, q[i]), ANR_ERR_NONE);
+        same += q[i] == p;
+    }
+    assert_int_equal(same, 1);
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(anr_core_free(h, q[i]), ANR_ERR_NONE);
+    anr_core_free(h, keep);
+    anr_core_flush_thread_cache(h);
+    assert_sound(h);
+    anr_core_stats s;
+    anr_core_get_stats(h, &s);
+    assert_int_equal(s.objects_in_use, 0);
+}
+
+/* A use after free that overwrites a binned object's link: malloc reports
+ * it and never hands out the scribbled address; every block it returns is a
+ * live object of its own. */
+static void test_bin_link_overwritten(void **state)
+{
+    anr_core_options o;
+    test_options(&o);
+    o.thread_cache = true;
+    o.hooks.on_error = count_error;
+    anr_heap *h = fx_init(state, &o);
+    errors_seen = 0;
+    enum { N = 6 };
+    void *p[N];
+    for (unsigned i = 0; i < N; i++)
+        p[i] = anr_core_alloc(h, 48, 0, 0);
+    for (unsigned i = 0; i < N; i++)
+        anr_core_free(h, p[i]);
+    /* p[N-1] is on top of the bin, its link leads to p[N-2]: point it at
+     * the middle of a live object instead. */
+    void *victim = anr_core_alloc(h, 64, 0, 0);
+    void *top = p[N - 1];
+    *(uintptr_t *)top = (uintptr_t)victim + 8;
+    void *got[2 * N];
+    for (unsigned i = 0; i < 2 * N; i++) {
+        got[i] = anr_core_alloc(h, 48, 0, 0);
+        assert_non_null(got[i]);
+        assert_int_equal(anr_core_check(h, got[i]), ANR_ERR_NONE);
+        assert_true((uint8_t *)got[i] < (uint8_t *)victim ||
+                    (uint8_t *)got[i] >= (uint8_t *)victim + 64);
+        for (unsigned j = 0; j < i; j++)
+            assert_ptr_not_equal(got[i], got[j]);
+    }
+    assert_int_equal(errors_seen, 1);
+    assert_int_equal(last_error, ANR_ERR_DEFERRED_LIST);
+    for (unsigned i = 0; i < 2 * N; i++)
+        assert_int_equal(anr_core_free(h, got[i]), ANR_ERR_NONE);
+    anr_core_free(h, victim);
+    anr_core_flush_thread_cache(h);
+    assert_sound(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         UNIT(test_thread_exit_returns_cache), UNIT(test_cross_thread_frees),
         UNIT(test_double_free_caught),        UNIT(test_limit_gets_cached_memory),
         UNIT(test_fork_with_caches),          UNIT(test_more_threads_than_slots),
+        UNIT(test_binned_object_is_free),     UNIT(test_bin_link_overwritten),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

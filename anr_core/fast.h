@@ -1,0 +1,133 @@
+/* The allocation fast paths, inline: a malloc served from this thread's bin
+ * and a free into it. Included by heap.c (anr_core_alloc/anr_core_free try
+ * them first) and by gmalloc's entry points, so that the common case is a
+ * few dozen instructions with no call inside the library. Anything unusual
+ * (no cache yet, an empty or full bin, a flush request, a pointer that does
+ * not check out) returns NULL/false and the caller takes the full path,
+ * which handles and reports it.
+ *
+ * Budget (x86-64, gcc -O2, counted in the disassembly of gmalloc's malloc
+ * and free): malloc ~25 instructions (heap and TLS check, class lookup,
+ * bin pop with a link check); free ~45 (page-map entry, maybe the slab
+ * head's, slot check by a multiply, bitmap bit and free key, bin push).
+ */
+#ifndef ANR_CORE_FAST_H
+#define ANR_CORE_FAST_H
+
+#include <stdalign.h>
+
+#include "internal.h"
+
+/* A thread's view of its cache (tcache.c defines it). */
+typedef struct _anr_tls_state {
+    anr_heap *heap;
+    _anr_tcache *tc;
+    uint64_t gen;
+    unsigned state; /* TLS_NONE, TLS_BUSY (creating: re-entry goes uncached), TLS_DEAD */
+} _anr_tls_state;
+enum { TLS_NONE = 0, TLS_BUSY, TLS_DEAD };
+
+extern __thread _anr_tls_state _anr_tls __attribute__((tls_model("initial-exec")));
+
+#define _ANR_ALIGN (alignof(max_align_t))
+#define BIN_BAD ((void *)1)
+
+/* This thread's cache of `h`, or NULL (none yet, none possible, or stale
+ * TLS from a destroyed heap at the same address). */
+static inline _anr_tcache *_anr_tc_mine(const anr_heap *h)
+{
+    return (_anr_tls.heap == h && _anr_tls.gen == h->gen) ? _anr_tls.tc : NULL;
+}
+
+static inline uintptr_t bin_link(const anr_heap *h, const void *next)
+{
+    return (uintptr_t)next ^ (uintptr_t)h->free_key;
+}
+
+/* The object after `p` in a bin: NULL at the end, BIN_BAD if the link was
+ * overwritten (it does not decode to an aligned address in the data). */
+static inline void *bin_next(const anr_heap *h, const void *p)
+{
+    uintptr_t v = *(const uintptr_t *)p ^ (uintptr_t)h->free_key;
+    if (!v)
+        return NULL;
+    if (v - (uintptr_t)h->data > h->data_size - 16 || v % _ANR_ALIGN)
+        return BIN_BAD;
+    return (void *)v;
+}
+
+static inline void bin_count(_anr_tcache *tc, unsigned cls, unsigned n)
+{
+    __atomic_store_n(&tc->bin_n[cls], (uint16_t)n, __ATOMIC_RELAXED);
+}
+
+static inline void bin_push(const anr_heap *h, _anr_tcache *tc, unsigned cls, void *p)
+{
+    *(uintptr_t *)p = bin_link(h, tc->bin[cls]);
+    _anr_key_set(h, p);
+    tc->bin[cls] = p;
+    bin_count(tc, cls, tc->bin_n[cls] + 1u);
+}
+
+/* malloc(size) from this thread's bin, or NULL. */
+static inline void *_anr_fast_alloc(const anr_heap *h, size_t size)
+{
+    if (size > h->tc_fast_max) /* 0 with caches off */
+        return NULL;
+    unsigned cls = h->class_of[(size + 15) >> 4];
+    _anr_tcache *tc = _anr_tc_mine(h);
+    if (__builtin_expect(!tc, 0))
+        return NULL;
+    void *p = tc->bin[cls];
+    if (__builtin_expect(!p || tc->epoch != atomic_load_explicit(&((anr_heap *)h)->flush_epoch,
+                                                                  memory_order_relaxed),
+                         0))
+        return NULL;
+    void *next = bin_next(h, p);
+    if (__builtin_expect(next == BIN_BAD, 0))
+        return NULL; /* the full path reports it */
+    tc->bin[cls] = next;
+    bin_count(tc, cls, tc->bin_n[cls] - 1u);
+    _anr_key_clear(p);
+    return p;
+}
+
+/* free(p) into this thread's bin: true if done. False for anything else,
+ * including every bad pointer (the full path checks and reports). */
+static inline bool _anr_fast_free(const anr_heap *h, void *p)
+{
+    _anr_tcache *tc = _anr_tc_mine(h);
+    if (__builtin_expect(!tc, 0))
+        return false;
+    size_t off = (size_t)((uintptr_t)p - (uintptr_t)h->data);
+    if (off >= h->data_size)
+        return false;
+    uint32_t pi = (uint32_t)(off >> h->page_shift);
+    const _anr_page *e = &h->pages[pi];
+    uint8_t kind = __atomic_load_n(&e->kind, __ATOMIC_RELAXED);
+    if (kind == _ANR_PK_SLAB_INNER) {
+        pi -= __atomic_load_n(&e->len, __ATOMIC_RELAXED);
+        e = &h->pages[pi];
+        kind = __atomic_load_n(&e->kind, __ATOMIC_RELAXED);
+    }
+    if (kind != _ANR_PK_SLAB)
+        return false;
+    unsigned cls = __atomic_load_n(&e->cls, __ATOMIC_RELAXED);
+    if (cls >= h->tc_classes)
+        return false;
+    /* Cached classes are at most 4 KiB: the slot is a multiply away. */
+    const _anr_class *c = &h->cls[cls];
+    size_t soff = off - ((size_t)pi << h->page_shift);
+    size_t idx = (size_t)(((uint64_t)soff * c->recip) >> 32);
+    if (idx >= c->nobj || idx * c->size != soff)
+        return false;
+    if (!(__atomic_load_n(&e->bits[idx >> 6], __ATOMIC_RELAXED) & ((uint64_t)1 << (idx & 63))) ||
+        _anr_key_is_set(h, p))
+        return false;
+    if (__builtin_expect(tc->bin_n[cls] >= tc->bin_cap[cls], 0))
+        return false;
+    bin_push(h, tc, cls, p);
+    return true;
+}
+
+#endif
