@@ -98,11 +98,19 @@ size_t _anr_unlock(anr_heap *h)
 {
     drain_deferred(h);
     size_t target = _ANR_NO_PURGE;
-    if (h->pages_dirty > h->ceiling) {
+    /* Hysteresis: past the ceiling, every call hands back a bounded round
+     * until the floor is reached, so purges come in runs of rounds, not one
+     * small madvise per free at the ceiling. */
+    size_t ceiling = h->bg_purge ? 2 * h->ceiling : h->ceiling;
+    if (h->pages_dirty > ceiling)
+        h->draining = true;
+    else if (h->pages_dirty <= h->floor)
+        h->draining = false;
+    if (h->draining) {
         target = h->floor;
     } else if (!h->pages_dirty) {
         h->dirty_since = 0;
-    } else if (h->decay_ns && decay_due(h)) {
+    } else if (h->decay_ns && !h->bg_purge && decay_due(h)) {
         /* The coarse clock is a vDSO read, and only taken while dirty pages
          * wait: a call after a quiet second starts handing them back, one
          * bounded round per call until none are left (the clock restarts
@@ -123,11 +131,21 @@ void _anr_unlock_and_purge(anr_heap *h, bool may_block)
 size_t anr_core_tick(anr_heap *h)
 {
     _anr_lock(h);
-    bool due = h->pages_dirty && h->decay_ns && decay_due(h);
+    bool over = h->pages_dirty > h->ceiling;
+    bool due = !over && h->pages_dirty && h->decay_ns && decay_due(h);
     if (due)
         h->dirty_since = 0;
-    _anr_unlock(h);
+    pthread_mutex_unlock(&h->lock); /* not _anr_unlock: no purge round here */
+    if (over)
+        return _anr_purge(h, h->floor, true);
     return due ? _anr_purge(h, 0, true) : 0;
+}
+
+void anr_core_set_background_purge(anr_heap *h, bool on)
+{
+    _anr_lock(h);
+    h->bg_purge = on;
+    _anr_unlock_and_purge(h, true);
 }
 
 void _anr_note_peak(anr_heap *h)
@@ -214,6 +232,10 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
     h->hooks = opts->hooks;
     h->rounds = opts->more_memory_rounds ? opts->more_memory_rounds : DEFAULT_ROUNDS;
     h->advice = opts->purge_advice;
+    /* Real-time mode (no thread caches): small rounds, so that a malloc or
+     * free that purges stays in the tens of microseconds. */
+    h->round_pages = opts->thread_cache ? 1024u : 64u;
+    h->bg_purge = opts->background_purge;
     h->ceiling = opts->page_ceiling ? opts->page_ceiling : DEFAULT_CEILING;
     h->floor = opts->page_ceiling ? opts->page_floor : h->ceiling / 4;
     if (h->floor > h->ceiling)

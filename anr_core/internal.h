@@ -159,6 +159,8 @@ struct anr_heap {
     anr_core_hooks hooks;
     unsigned rounds;
     anr_purge_advice advice;
+    uint32_t round_pages;    /* pages a purge round inside malloc/free hands back at least */
+    bool bg_purge;           /* anr_core_tick() is called often: hot paths purge only past 2x ceiling */
     /* Thread caches, set at init. */
     bool tc_on;
     unsigned tc_classes;     /* classes [0, tc_classes) are cached */
@@ -184,6 +186,9 @@ struct anr_heap {
     alignas(64) uint32_t tc_free;
     uint32_t tc_active;
     uint64_t dirty_since;    /* first time a quiet-time check saw dirty pages (ns) */
+    bool draining;           /* dirty pages passed the ceiling and are not yet at the floor */
+    uint32_t freed_run;      /* pages of the last run freed: the next hot purge round
+                              * hands back at least as many (see purge.c) */
     pthread_mutex_t lock;
     uint32_t top;            /* first never-used page; all above is NONE and zero */
     uint32_t pm_hwm;         /* entries below this may be resident */

@@ -68,16 +68,20 @@ typedef struct purge_item {
 } purge_item;
 
 /* Lock held: takes the oldest dirty runs out, up to a batch, until dirty
- * pages would be at or below target. */
-/* Pages one hot-path round hands back at most: madvise costs time per page,
- * so a malloc or free that purges stays bounded whatever the runs' sizes. */
-#define ROUND_PAGES 1024u
-
+ * pages would be at or below target. A hot-path round (inside malloc or
+ * free) hands back at most round_pages pages (madvise costs time per page),
+ * or as many as the call just freed if that is more, so that rounds keep up
+ * with frees and the cost stays in proportion to the object, never to the
+ * heap. */
 static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch, unsigned max,
                              bool bounded)
 {
     unsigned n = 0;
-    size_t budget = bounded ? ROUND_PAGES : SIZE_MAX;
+    size_t budget = SIZE_MAX;
+    if (bounded) {
+        budget = h->freed_run > h->round_pages ? h->freed_run : h->round_pages;
+        h->freed_run = 0;
+    }
     while (n < max && budget && h->pages_dirty > target && h->fifo_head != _ANR_NIL) {
         uint32_t head = h->fifo_head;
         uint32_t len = h->pages[head].len;
@@ -107,7 +111,9 @@ static void file_purged(anr_heap *h, uint32_t head)
     uint32_t len = h->pages[head].len;
     h->pages_purging -= len;
     uint32_t merged = _anr_run_insert_clean(h, head, len);
-    if (merged == _ANR_NIL || h->advice != ANR_PURGE_DONTNEED)
+    /* Not in real-time mode (small rounds): there a madvise under the lock
+     * would hold up a real-time thread waiting for it. */
+    if (merged == _ANR_NIL || h->advice != ANR_PURGE_DONTNEED || h->round_pages < 1024u)
         return;
     uint32_t mlen = h->pages[merged].len, per = entries_per_page(h);
     if (mlen < 2 * per)
@@ -225,17 +231,23 @@ size_t _anr_purge(anr_heap *h, size_t target, bool may_block)
  * the one madvise made under the lock; it is rare (the top must retreat by
  * more than PM_SLACK pages) and covers metadata only. */
 #define PM_SLACK 8192u
+/* At most this many page-map pages go back per call: the madvise runs under
+ * the lock, so its cost must not grow with the heap's past size. */
+#define PM_TRIM_PAGES 16u
 void _anr_pagemap_trim(anr_heap *h)
 {
     if (h->advice != ANR_PURGE_DONTNEED || h->pm_hwm <= h->top + 2 * PM_SLACK)
         return;
-    uintptr_t from = (uintptr_t)&h->pages[h->top + PM_SLACK];
-    uintptr_t to = (uintptr_t)&h->pages[h->pm_hwm];
     uintptr_t mask = h->page_size - 1;
-    from = (from + mask) & ~mask;
-    to = (to + mask) & ~mask;
+    uintptr_t low = ((uintptr_t)&h->pages[h->top + PM_SLACK] + mask) & ~mask;
+    uintptr_t to = ((uintptr_t)&h->pages[h->pm_hwm] + mask) & ~mask;
+    uintptr_t from = to - low > PM_TRIM_PAGES * h->page_size ? to - PM_TRIM_PAGES * h->page_size
+                                                              : low;
     if (to > from && _anr_os_purge((void *)from, to - from, ANR_PURGE_DONTNEED) == 0) {
         atomic_fetch_add_explicit(&h->madvise_calls, 1, memory_order_relaxed);
-        h->pm_hwm = h->top + PM_SLACK;
+        /* Entries from `from` on are back to zero; pm_hwm is an entry index. */
+        h->pm_hwm = (uint32_t)((from - (uintptr_t)h->pages) / sizeof(_anr_page));
+        if (h->pm_hwm < h->top + PM_SLACK)
+            h->pm_hwm = h->top + PM_SLACK;
     }
 }

@@ -205,6 +205,7 @@ static uint32_t coalesce_insert(anr_heap *h, uint32_t head, uint32_t n, uint8_t 
 
 void _anr_run_free(anr_heap *h, uint32_t head, uint32_t n)
 {
+    h->freed_run = n;
     _anr_run_untag(h, head, n);
     h->pages_in_use -= n;
     coalesce_insert(h, head, n, _ANR_PK_FREE_DIRTY);

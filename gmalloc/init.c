@@ -150,6 +150,7 @@ static void fork_parent(void)
 static void fork_child(void)
 {
     anr_core_fork_child(_gm_heap);
+    _gm_purger_fork_child();
     _gm_debug_fork_child();
     _gm_quota_fork_child();
 }
@@ -180,6 +181,7 @@ static anr_heap *init_heap(void)
     opts.thread_cache = _gm_cfg.thread_cache;
     opts.tcache_max_size = _gm_cfg.tcache_max_size;
     opts.tcache_max_bytes = _gm_cfg.tcache_max_bytes;
+    opts.background_purge = _gm_cfg.purge_thread; /* purger.c starts it (or turns this off) */
     if (_gm_cfg.decay_ms)
         opts.decay_ms = _gm_cfg.decay_ms;
     opts.hooks.on_error = _gm_on_error;

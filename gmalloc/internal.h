@@ -47,6 +47,10 @@ void _gm_debug_fork_child(void);
 #define GM_DEBUG_ON() __builtin_expect(_gm_dbg != NULL, 0)
 #define GM_CALLER __builtin_return_address(0)
 
+/* purger.c: the child of a fork has no purger thread: purging goes back
+ * into malloc and free there. */
+void _gm_purger_fork_child(void);
+
 /* quota.c: membroker quota (MEMBROKER on). */
 void _gm_quota_hooks(anr_core_hooks *hooks);
 void _gm_quota_start(anr_heap *h);

@@ -1,7 +1,10 @@
 /* The opt-in background purger (PURGE_THREAD on): a thread that wakes every
- * half DECAY_MS and hands back dirty pages left alone longer than that, so a
- * process that goes completely quiet still gives its free memory back.
- * Without it the same happens on the next call into the allocator.
+ * POLL_MS and hands back dirty pages past the ceiling and those left alone
+ * longer than DECAY_MS, so a process that goes completely quiet still gives
+ * its free memory back, and malloc/free leave purging (madvise, tens to
+ * hundreds of microseconds here) to it unless dirty pages pass twice the
+ * ceiling: the setting for real-time threads. Without it the same happens
+ * inside the allocator's calls.
  *
  * Started from a constructor (libc is up by then; creating a thread from
  * the first malloc, which the loader may make, is not safe). It runs at
@@ -13,13 +16,15 @@
 
 #include "internal.h"
 
+/* A tick with nothing to do is a lock round trip: cheap at this rate. */
+#define POLL_MS 5
+
 static void *purger(void *arg)
 {
     anr_heap *h = arg;
     struct sched_param none = {0};
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
-    uint32_t ms = _gm_cfg.decay_ms && _gm_cfg.decay_ms != UINT32_MAX ? _gm_cfg.decay_ms : 1000;
-    struct timespec nap = {(time_t)(ms / 2000), (long)(ms / 2 % 1000) * 1000000L};
+    struct timespec nap = {0, POLL_MS * 1000000L};
     for (;;) {
         nanosleep(&nap, NULL);
         anr_core_tick(h);
@@ -30,13 +35,21 @@ static void *purger(void *arg)
 __attribute__((constructor)) static void start_purger(void)
 {
     anr_heap *h = gm_heap();
-    if (!_gm_cfg.purge_thread || _gm_cfg.decay_ms == UINT32_MAX)
+    if (!_gm_cfg.purge_thread)
         return;
     pthread_t t;
     pthread_attr_t a;
     pthread_attr_init(&a);
     pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-    if (pthread_create(&t, &a, purger, h) != 0)
-        _gm_quota_note("PURGE_THREAD: cannot start the purger thread", 0);
+    if (pthread_create(&t, &a, purger, h) != 0) {
+        _gm_quota_note("PURGE_THREAD: cannot start the purger thread; malloc and free purge", 0);
+        anr_core_set_background_purge(h, false);
+    }
     pthread_attr_destroy(&a);
+}
+
+void _gm_purger_fork_child(void)
+{
+    if (_gm_cfg.purge_thread)
+        anr_core_set_background_purge(_gm_heap, false);
 }

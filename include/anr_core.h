@@ -86,6 +86,11 @@ typedef struct anr_core_options {
     /* Dirty pages left alone this long go back on the next call into the
      * heap (or by anr_core_tick()); 0 = default (1000 ms); UINT32_MAX = never. */
     uint32_t decay_ms;
+    /* Someone calls anr_core_tick() every few milliseconds (a background
+     * purger): malloc and free then leave purging to it and only purge
+     * themselves past twice the ceiling (a hard bound for when the ticks
+     * do not come), which keeps madvise out of real-time threads. */
+    bool background_purge;
 } anr_core_options;
 
 /* Flags for anr_core_alloc. */
@@ -174,10 +179,15 @@ const char *anr_core_verify(anr_heap *heap);
  * cache). Thread exit does this by itself. */
 void anr_core_flush_thread_cache(anr_heap *heap);
 
-/* Hands back dirty pages that have been left alone longer than the decay
- * time. Cheap when there is nothing to do; for a caller's own idle loop or
- * an opt-in background purger. Returns the pages handed back. */
+/* Hands back dirty pages past the ceiling (down to the floor) and those
+ * left alone longer than the decay time. Cheap when there is nothing to do;
+ * for a caller's own idle loop or a background purger. Returns the pages
+ * handed back. */
 size_t anr_core_tick(anr_heap *heap);
+
+/* Turns background_purge on or off at run time (e.g. off when the purger
+ * thread could not start, or in a forked child that has none). */
+void anr_core_set_background_purge(anr_heap *heap, bool on);
 
 /* fork() support: prepare takes every lock, parent releases them, child
  * re-creates them (the child's thread does not own the parent's locks). */
