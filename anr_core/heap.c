@@ -43,8 +43,10 @@ static int lock_create(pthread_mutex_t *m)
 static void drain_deferred(anr_heap *h);
 
 /* A short, bounded spin before sleeping: critical sections are short, and a
- * contended priority-inheritance mutex costs two system calls. */
-#define LOCK_SPINS 64
+ * contended priority-inheritance mutex costs system calls on both sides.
+ * The spin reads `lock_held` and only tries the mutex when it looks free,
+ * so that spinners do not pull the lock's cache line from the holder. */
+#define LOCK_SPINS 256
 
 static inline void cpu_relax(void)
 {
@@ -53,26 +55,41 @@ static inline void cpu_relax(void)
 #endif
 }
 
+static inline void held(anr_heap *h, bool on)
+{
+    atomic_store_explicit(&h->lock_held, on, memory_order_relaxed);
+}
+
 void _anr_lock(anr_heap *h)
 {
     for (int i = 0; i < LOCK_SPINS; i++) {
-        if (pthread_mutex_trylock(&h->lock) == 0)
+        if (!atomic_load_explicit(&h->lock_held, memory_order_relaxed) &&
+            pthread_mutex_trylock(&h->lock) == 0)
             goto locked;
         cpu_relax();
     }
     pthread_mutex_lock(&h->lock);
 locked:
+    held(h, true);
     drain_deferred(h);
     _anr_drain_purged(h);
 }
 
 bool _anr_trylock(anr_heap *h)
 {
-    if (pthread_mutex_trylock(&h->lock) != 0)
+    if (atomic_load_explicit(&h->lock_held, memory_order_relaxed) ||
+        pthread_mutex_trylock(&h->lock) != 0)
         return false;
+    held(h, true);
     drain_deferred(h);
     _anr_drain_purged(h);
     return true;
+}
+
+static inline void unlock_mutex(anr_heap *h)
+{
+    held(h, false);
+    pthread_mutex_unlock(&h->lock);
 }
 
 static uint64_t now_ns(void)
@@ -117,7 +134,7 @@ size_t _anr_unlock(anr_heap *h)
          * once dirty pages are gone). */
         target = 0;
     }
-    pthread_mutex_unlock(&h->lock);
+    unlock_mutex(h);
     return target;
 }
 
@@ -135,7 +152,7 @@ size_t anr_core_tick(anr_heap *h)
     bool due = !over && h->pages_dirty && h->decay_ns && decay_due(h);
     if (due)
         h->dirty_since = 0;
-    pthread_mutex_unlock(&h->lock); /* not _anr_unlock: no purge round here */
+    unlock_mutex(h); /* not _anr_unlock: no purge round here */
     if (over)
         return _anr_purge(h, h->floor, true);
     return due ? _anr_purge(h, 0, true) : 0;
@@ -360,6 +377,10 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
         _anr_run_result res;
         _anr_lock(h);
         void *p = try_alloc(h, size, align, &zero, &res);
+        if (!p && (h->deferred_local || atomic_load(&h->deferred))) {
+            _anr_drain_all(h); /* frees waiting on the list may be what it needs */
+            p = try_alloc(h, size, align, &zero, &res);
+        }
         if (p) {
             _anr_unlock_and_purge(h, true);
             if ((flags & ANR_ALLOC_ZERO) && !zero)
@@ -437,12 +458,19 @@ void _anr_free_locked(anr_heap *h, void *p, anr_op op)
  * links live in the freed objects themselves, so each one is checked before
  * it is followed: a use-after-free that scribbled on a link ends the walk
  * (those blocks leak) instead of sending it into the weeds. */
-static void drain_deferred(anr_heap *h)
+/* Frees drained per lock holder (at lock and at unlock): the work a lock
+ * holder does for others stays bounded however long the list grew. */
+#define DRAIN_MAX 64u
+
+static void drain_deferred_n(anr_heap *h, size_t max)
 {
-    if (!atomic_load_explicit(&h->deferred, memory_order_relaxed))
-        return;
-    void *p = atomic_exchange_explicit(&h->deferred, NULL, memory_order_acquire);
-    while (p) {
+    void *p = h->deferred_local;
+    if (!p) {
+        if (!atomic_load_explicit(&h->deferred, memory_order_relaxed))
+            return;
+        p = atomic_exchange_explicit(&h->deferred, NULL, memory_order_acquire);
+    }
+    for (size_t n = 0; p && n < max; n++) {
         void *next = *(void **)p;
         if (h->tc_on)
             _anr_key_clear(p);
@@ -452,15 +480,27 @@ static void drain_deferred(anr_heap *h)
             /* Already free (a double free queued twice, or a cycle): its
              * link cannot be trusted; stop here. */
             _anr_report(h, err, ANR_OP_FREE, p);
-            return;
+            p = NULL;
+            break;
         }
         free_obj(h, &o);
         if (next && !_anr_in_data(h, next)) {
             _anr_report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, next);
-            return;
+            p = NULL;
+            break;
         }
         p = next;
     }
+    h->deferred_local = p;
+}
+
+static void drain_deferred(anr_heap *h) { drain_deferred_n(h, DRAIN_MAX); }
+
+/* Lock held: every queued free, for callers that report or walk the heap. */
+void _anr_drain_all(anr_heap *h)
+{
+    while (h->deferred_local || atomic_load_explicit(&h->deferred, memory_order_relaxed))
+        drain_deferred_n(h, SIZE_MAX);
 }
 
 void _anr_defer_chain(anr_heap *h, void *first, void *last, size_t n)
@@ -630,8 +670,12 @@ void anr_core_set_page_ceiling(anr_heap *h, size_t ceiling, size_t floor)
 
 size_t anr_core_purge(anr_heap *h, bool all)
 {
-    if (all)
+    if (all) {
         _anr_tc_flush_all(h);
+        _anr_lock(h);
+        _anr_drain_all(h);
+        _anr_unlock(h);
+    }
     return _anr_purge(h, all ? 0 : h->floor, true);
 }
 
@@ -639,6 +683,7 @@ void anr_core_get_stats(anr_heap *h, anr_core_stats *s)
 {
     memset(s, 0, sizeof(*s));
     _anr_lock(h);
+    _anr_drain_all(h);
     s->mapping_size = h->map_size;
     s->page_size = h->page_size;
     s->limit = h->limit_pages << h->page_shift;
@@ -668,13 +713,14 @@ void anr_core_get_stats(anr_heap *h, anr_core_stats *s)
 
 void anr_core_fork_prepare(anr_heap *h) { _anr_lock(h); }
 
-void anr_core_fork_parent(anr_heap *h) { pthread_mutex_unlock(&h->lock); }
+void anr_core_fork_parent(anr_heap *h) { unlock_mutex(h); }
 
 void anr_core_fork_child(anr_heap *h)
 {
     /* The child's thread has a new id and a PI mutex remembers its owner:
      * make a fresh lock rather than unlocking the parent's. */
     lock_create(&h->lock);
+    held(h, false);
     _anr_lock(h);
     _anr_tc_fork_child(h);
     _anr_unlock(h);

@@ -190,6 +190,8 @@ struct anr_heap {
     uint32_t freed_run;      /* pages of the last run freed: the next hot purge round
                               * hands back at least as many (see purge.c) */
     pthread_mutex_t lock;
+    _Atomic bool lock_held;  /* a hint for spinners (heap.c); the mutex is the lock */
+    void *deferred_local;    /* deferred frees taken off the shared list, not yet done */
     uint32_t top;            /* first never-used page; all above is NONE and zero */
     uint32_t pm_hwm;         /* entries below this may be resident */
     uint32_t top_max;        /* highest top ever */
@@ -338,6 +340,8 @@ size_t _anr_unlock(anr_heap *h);
 /* Unlocks and runs the purge _anr_unlock asks for. */
 void _anr_unlock_and_purge(anr_heap *h, bool may_block);
 void _anr_free_locked(anr_heap *h, void *p, anr_op op);
+/* Lock held: does every queued deferred free (lock holders do DRAIN_MAX). */
+void _anr_drain_all(anr_heap *h);
 /* Queues a chain of frees (linked through word 0, `last` ends it) for the
  * next lock holder; never blocks. */
 void _anr_defer_chain(anr_heap *h, void *first, void *last, size_t n);

@@ -64,6 +64,7 @@ const char *anr_core_verify(anr_heap *h)
     uint8_t prev_kind = _ANR_PK_NONE;
 
     _anr_lock(h);
+    _anr_drain_all(h);
     for (uint32_t pi = 0; pi < h->top && !bad;) {
         const _anr_page *e = &h->pages[pi];
         uint8_t kind = e->kind;

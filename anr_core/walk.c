@@ -46,6 +46,7 @@ void *anr_core_walk(anr_heap *h, const void *from, anr_core_visit_fn visit, void
     bool stop = false;
 
     _anr_lock(h);
+    _anr_drain_all(h);
     uint32_t pi = 0;
     if (f > (uintptr_t)h->data) {
         if (!_anr_in_data(h, from)) {
