@@ -275,6 +275,8 @@ void _anr_run_free(anr_heap *h, uint32_t head, uint32_t n);
 /* Makes a purged run clean, coalescing with clean neighbours and `top`.
  * Returns the head of the merged clean run, or _ANR_NIL if `top` took it. */
 uint32_t _anr_run_insert_clean(anr_heap *h, uint32_t head, uint32_t n);
+/* The largest dirty run (near enough: the first of the highest bin). */
+uint32_t _anr_run_largest_dirty(const anr_heap *h);
 /* Removes a dirty run from the bins and the age list. */
 void _anr_run_remove(anr_heap *h, uint32_t head);
 /* A dirty run just removed: untags it and files all but its first `keep`

@@ -82,16 +82,21 @@ static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch, unsi
         budget = h->freed_run > h->round_pages ? h->freed_run : h->round_pages;
         h->freed_run = 0;
     }
-    while (n < max && budget && h->pages_dirty > target && h->fifo_head != _ANR_NIL) {
-        uint32_t head = h->fifo_head;
+    /* Largest runs first: the most pages per madvise call, and the run
+     * whose free passed the ceiling goes first. (All go when the target is
+     * 0, so age does not matter there.) */
+    uint32_t head;
+    while (n < max && budget && h->pages_dirty > target &&
+           (head = _anr_run_largest_dirty(h)) != _ANR_NIL) {
         uint32_t len = h->pages[head].len;
         _anr_run_remove(h, head);
-        if (len > budget) {
-            /* Take the front of a big run; the rest stays dirty. */
+        if (len > 2 * budget) {
+            /* Take the front of a big run; the rest stays dirty. (A run up
+             * to twice the budget goes whole: one call instead of two.) */
             _anr_run_give_back_tail(h, head, len, (uint32_t)budget);
             len = (uint32_t)budget;
         }
-        budget -= budget == SIZE_MAX ? 0 : len;
+        budget -= budget == SIZE_MAX ? 0 : (len < budget ? len : budget);
         _anr_run_tag(h, head, len, _ANR_PK_PURGING);
         h->pages_purging += len;
         batch[n].head = head;
@@ -151,9 +156,13 @@ static void push_purged(anr_heap *h, uint32_t head)
  * back as zero). Without this a heap whose top cannot retreat (a live object
  * near the high-water mark) keeps 64 bytes per page ever used resident.
  * Returns the madvise calls made (0 or 1). */
+#define INTERIOR_MIN_PAGES 4096u /* a run of 16 MiB: 256 KiB of page map */
 static unsigned purge_interior_entries(anr_heap *h, uint32_t head, uint32_t len)
 {
-    return len < 3 ? 0 : trim_entries(h, head + 1, head + len - 1);
+    /* Only for big runs: a call of its own for a few page-map pages would
+     * double the madvise calls of a purge (the top trim and the next
+     * allocation of the run take care of the rest). */
+    return len < INTERIOR_MIN_PAGES ? 0 : trim_entries(h, head + 1, head + len - 1);
 }
 
 #define HOT_PURGE_RUNS 4u

@@ -69,6 +69,18 @@ static bool bins_find(const _anr_bins *b, uint32_t n, unsigned *fl, unsigned *sl
     return true;
 }
 
+/* The first run of the highest non-empty bin: the largest dirty run, or
+ * one within an eighth of it. _ANR_NIL if there is none. */
+uint32_t _anr_run_largest_dirty(const anr_heap *h)
+{
+    const _anr_bins *b = &h->dirty_bins;
+    if (!b->fl_map)
+        return _ANR_NIL;
+    unsigned f = fls32(b->fl_map);
+    unsigned s = fls32(b->sl_map[f]);
+    return b->head[f][s];
+}
+
 static void bins_insert(anr_heap *h, _anr_bins *b, uint32_t head)
 {
     _anr_page *e = &h->pages[head];
