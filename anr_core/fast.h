@@ -92,6 +92,52 @@ static inline void *_anr_fast_alloc(const anr_heap *h, size_t size)
     return p;
 }
 
+/* If `p` is the start of a slot in a slab of a cached class: its slab's
+ * head entry, with *cls and *idx set. NULL otherwise (not in the data, not
+ * a slab, an uncached class, not at a slot's start). Lock-free: the kinds,
+ * classes and offsets of a live object's pages do not change under it. */
+static inline _anr_page *_anr_tc_slot(const anr_heap *h, const void *p, unsigned *cls,
+                                      size_t *idx)
+{
+    size_t off = (size_t)((uintptr_t)p - (uintptr_t)h->data);
+    if (off >= h->data_size)
+        return NULL;
+    uint32_t pi = (uint32_t)(off >> h->page_shift);
+    _anr_page *e = &h->pages[pi];
+    uint8_t kind = __atomic_load_n(&e->kind, __ATOMIC_RELAXED);
+    if (kind == _ANR_PK_SLAB_INNER) {
+        pi -= __atomic_load_n(&e->len, __ATOMIC_RELAXED);
+        if (pi >= h->npages)
+            return NULL;
+        e = &h->pages[pi];
+        kind = __atomic_load_n(&e->kind, __ATOMIC_RELAXED);
+    }
+    if (kind != _ANR_PK_SLAB)
+        return NULL;
+    unsigned c = __atomic_load_n(&e->cls, __ATOMIC_RELAXED);
+    if (c >= h->tc_classes)
+        return NULL;
+    /* Cached classes are at most 4 KiB: the slot is a multiply away. */
+    const _anr_class *k = &h->cls[c];
+    size_t soff = off - ((size_t)pi << h->page_shift);
+    size_t i = (size_t)(((uint64_t)soff * k->recip) >> 32);
+    if (i >= k->nobj || i * k->size != soff)
+        return NULL;
+    *cls = c;
+    *idx = i;
+    return e;
+}
+
+/* A slot of a live object: its bit is set (until it is freed, whoever owns
+ * the slab) and it does not carry the free key (a binned or queued object
+ * does). */
+static inline bool _anr_slot_live(const anr_heap *h, const _anr_page *e, size_t idx,
+                                  const void *p)
+{
+    return (__atomic_load_n(&e->bits[idx >> 6], __ATOMIC_RELAXED) & ((uint64_t)1 << (idx & 63))) &&
+           !_anr_key_is_set(h, p);
+}
+
 /* free(p) into this thread's bin: true if done. False for anything else,
  * including every bad pointer (the full path checks and reports). */
 static inline bool _anr_fast_free(const anr_heap *h, void *p)
@@ -99,30 +145,10 @@ static inline bool _anr_fast_free(const anr_heap *h, void *p)
     _anr_tcache *tc = _anr_tc_mine(h);
     if (__builtin_expect(!tc, 0))
         return false;
-    size_t off = (size_t)((uintptr_t)p - (uintptr_t)h->data);
-    if (off >= h->data_size)
-        return false;
-    uint32_t pi = (uint32_t)(off >> h->page_shift);
-    const _anr_page *e = &h->pages[pi];
-    uint8_t kind = __atomic_load_n(&e->kind, __ATOMIC_RELAXED);
-    if (kind == _ANR_PK_SLAB_INNER) {
-        pi -= __atomic_load_n(&e->len, __ATOMIC_RELAXED);
-        e = &h->pages[pi];
-        kind = __atomic_load_n(&e->kind, __ATOMIC_RELAXED);
-    }
-    if (kind != _ANR_PK_SLAB)
-        return false;
-    unsigned cls = __atomic_load_n(&e->cls, __ATOMIC_RELAXED);
-    if (cls >= h->tc_classes)
-        return false;
-    /* Cached classes are at most 4 KiB: the slot is a multiply away. */
-    const _anr_class *c = &h->cls[cls];
-    size_t soff = off - ((size_t)pi << h->page_shift);
-    size_t idx = (size_t)(((uint64_t)soff * c->recip) >> 32);
-    if (idx >= c->nobj || idx * c->size != soff)
-        return false;
-    if (!(__atomic_load_n(&e->bits[idx >> 6], __ATOMIC_RELAXED) & ((uint64_t)1 << (idx & 63))) ||
-        _anr_key_is_set(h, p))
+    unsigned cls;
+    size_t idx;
+    const _anr_page *e = _anr_tc_slot(h, p, &cls, &idx);
+    if (!e || !_anr_slot_live(h, e, idx, p))
         return false;
     if (__builtin_expect(tc->bin_n[cls] >= tc->bin_cap[cls], 0))
         return false;

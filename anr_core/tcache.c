@@ -726,36 +726,17 @@ static void bin_full(anr_heap *h, _anr_tcache *tc, unsigned cls)
 bool _anr_tc_free(anr_heap *h, void *p, anr_error *err)
 {
     *err = ANR_ERR_NONE;
-    uint32_t pi = _anr_page_index(h, p);
-    _anr_page *e = &h->pages[pi];
-    uint8_t kind = __atomic_load_n(&e->kind, __ATOMIC_RELAXED);
-    if (kind == _ANR_PK_SLAB_INNER) {
-        pi -= __atomic_load_n(&e->len, __ATOMIC_RELAXED);
-        if (pi >= h->npages)
-            return false;
-        e = &h->pages[pi];
-        kind = __atomic_load_n(&e->kind, __ATOMIC_RELAXED);
-    }
-    if (kind != _ANR_PK_SLAB)
+    unsigned cls;
+    size_t idx;
+    _anr_page *e = _anr_tc_slot(h, p, &cls, &idx);
+    if (!e)
         return false;
-    uint8_t cls = __atomic_load_n(&e->cls, __ATOMIC_RELAXED);
-    if (cls >= h->tc_classes)
-        return false;
-    const _anr_class *c = &h->cls[cls];
-    size_t off = (size_t)((uint8_t *)p - slab_addr(h, pi));
-    size_t idx = _anr_slot_of(c, off);
-    if (idx >= c->nobj || idx * c->size != off)
-        return false;
-    /* A live object's bit stays set until it is freed, whoever owns the
-     * slab; a binned or queued object also carries the key. */
-    uint64_t m = (uint64_t)1 << (idx & 63);
-    if (!(__atomic_load_n(&e->bits[idx >> 6], __ATOMIC_RELAXED) & m) ||
-        _anr_key_is_set(h, p)) {
+    if (!_anr_slot_live(h, e, idx, p)) {
         _anr_report(h, ANR_ERR_DOUBLE_FREE, ANR_OP_FREE, p);
         *err = ANR_ERR_DOUBLE_FREE;
         return true;
     }
-    _anr_tcache *tc = (_anr_tls.heap == h && _anr_tls.gen == h->gen) ? _anr_tls.tc : NULL;
+    _anr_tcache *tc = _anr_tc_mine(h);
     if (__builtin_expect(tc != NULL, 1)) {
         if (__builtin_expect(tc->bin_n[cls] >= tc->bin_cap[cls], 0))
             bin_full(h, tc, cls);

@@ -191,14 +191,20 @@ static void *free_twice(void *v)
     return NULL;
 }
 
-static void test_double_free_caught(void **state)
+/* A heap with caches whose errors are counted. */
+static anr_heap *counting_heap(void **state)
 {
     anr_core_options o;
     test_options(&o);
     o.thread_cache = true;
     o.hooks.on_error = count_error;
-    anr_heap *h = fx_init(state, &o);
     errors_seen = 0;
+    return fx_init(state, &o);
+}
+
+static void test_double_free_caught(void **state)
+{
+    anr_heap *h = counting_heap(state);
 
     /* Same thread: the owner's bitmap catches it. */
     void *p = anr_core_alloc(h, 40, 0, 0);
@@ -397,12 +403,7 @@ static void test_more_threads_than_slots(void **state)
  * again is an error, reported, and the bin stays intact. */
 static void test_binned_object_is_free(void **state)
 {
-    anr_core_options o;
-    test_options(&o);
-    o.thread_cache = true;
-    o.hooks.on_error = count_error;
-    anr_heap *h = fx_init(state, &o);
-    errors_seen = 0;
+    anr_heap *h = counting_heap(state);
     void *keep = anr_core_alloc(h, 100, 0, 0);
     void *p = anr_core_alloc(h, 100, 0, 0);
     assert_int_equal(anr_core_free(h, p), ANR_ERR_NONE);
@@ -438,12 +439,7 @@ static void test_binned_object_is_free(void **state)
  * live object of its own. */
 static void test_bin_link_overwritten(void **state)
 {
-    anr_core_options o;
-    test_options(&o);
-    o.thread_cache = true;
-    o.hooks.on_error = count_error;
-    anr_heap *h = fx_init(state, &o);
-    errors_seen = 0;
+    anr_heap *h = counting_heap(state);
     enum { N = 6 };
     void *p[N];
     for (unsigned i = 0; i < N; i++)
