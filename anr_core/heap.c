@@ -118,13 +118,13 @@ size_t _anr_unlock(anr_heap *h)
     /* Hysteresis: past the ceiling, every call hands back a bounded round
      * until the floor is reached, so purges come in runs of rounds, not one
      * small madvise per free at the ceiling. */
-    size_t ceiling = h->bg_purge ? 2 * h->ceiling : h->ceiling;
+    size_t floor = h->floor, ceiling = h->bg_purge ? 2 * h->ceiling : h->ceiling;
     if (h->pages_dirty > ceiling)
         h->draining = true;
-    else if (h->pages_dirty <= h->floor)
+    else if (h->pages_dirty <= floor)
         h->draining = false;
     if (h->draining) {
-        target = h->floor;
+        target = floor;
     } else if (!h->pages_dirty) {
         h->dirty_since = 0;
     } else if (h->decay_ns && !h->bg_purge && decay_due(h)) {
@@ -148,13 +148,14 @@ void _anr_unlock_and_purge(anr_heap *h, bool may_block)
 size_t anr_core_tick(anr_heap *h)
 {
     _anr_lock(h);
+    size_t floor = h->floor;
     bool over = h->pages_dirty > h->ceiling;
     bool due = !over && h->pages_dirty && h->decay_ns && decay_due(h);
     if (due)
         h->dirty_since = 0;
     unlock_mutex(h); /* not _anr_unlock: no purge round here */
     if (over)
-        return _anr_purge(h, h->floor, true);
+        return _anr_purge(h, floor, true);
     return due ? _anr_purge(h, 0, true) : 0;
 }
 
@@ -340,10 +341,13 @@ static void *alloc_now(anr_heap *h, size_t size, size_t align, unsigned flags)
 
 void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
 {
-    if (align <= ALIGN && !flags) {
+    if (align <= ALIGN && !(flags & ~ANR_ALLOC_ZERO)) {
         void *p = _anr_fast_alloc(h, size);
-        if (p)
+        if (p) {
+            if (flags & ANR_ALLOC_ZERO)
+                memset(p, 0, size);
             return p;
+        }
     }
     if (align < ALIGN)
         align = ALIGN;
@@ -569,6 +573,24 @@ void *anr_core_realloc(anr_heap *h, void *p, size_t size, anr_error *errp)
     if (size == 0)
         size = 1;
 
+    /* A small object of a cached class is checked without the lock: it
+     * stays put while the new size fits its slot and uses half of it, or
+     * moves through the fast paths. */
+    unsigned cls;
+    size_t idx;
+    const _anr_page *e = h->tc_on ? _anr_tc_slot(h, p, &cls, &idx) : NULL;
+    if (e && _anr_slot_live(h, e, idx, p)) {
+        size_t usable = h->cls[cls].size;
+        if (size <= usable && size > usable / 2)
+            return p;
+        void *q = anr_core_alloc(h, size, 0, 0);
+        if (!q)
+            return NULL;
+        memcpy(q, p, size < usable ? size : usable);
+        anr_core_free(h, p);
+        return q;
+    }
+
     _anr_lock(h);
     _anr_obj o;
     anr_error err = _anr_lookup(h, p, &o);
@@ -631,6 +653,11 @@ size_t anr_core_usable_size(anr_heap *h, const void *p)
 {
     if (!p)
         return 0;
+    unsigned cls;
+    size_t idx;
+    const _anr_page *e = h->tc_on ? _anr_tc_slot(h, p, &cls, &idx) : NULL;
+    if (e && _anr_slot_live(h, e, idx, p))
+        return h->cls[cls].size;
     _anr_obj o;
     _anr_lock(h);
     anr_error err = _anr_lookup(h, p, &o);
