@@ -92,7 +92,7 @@ static inline void unlock_mutex(anr_heap *h)
     pthread_mutex_unlock(&h->lock);
 }
 
-static uint64_t now_ns(void)
+uint64_t _anr_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
@@ -103,7 +103,7 @@ static uint64_t now_ns(void)
  * clock starts at the first check that sees dirty pages. */
 static bool decay_due(anr_heap *h)
 {
-    uint64_t now = now_ns();
+    uint64_t now = _anr_now_ns();
     if (!h->dirty_since) {
         h->dirty_since = now;
         return false;
@@ -254,6 +254,7 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
      * free that purges stays in the tens of microseconds. */
     h->round_pages = opts->thread_cache ? 1024u : 64u;
     h->bg_purge = opts->background_purge;
+    h->young_ns = (uint64_t)opts->young_ms * 1000000u;
     h->ceiling = opts->page_ceiling ? opts->page_ceiling : DEFAULT_CEILING;
     h->floor = opts->page_ceiling ? opts->page_floor : h->ceiling / 4;
     if (h->floor > h->ceiling)

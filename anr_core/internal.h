@@ -161,6 +161,7 @@ struct anr_heap {
     anr_purge_advice advice;
     uint32_t round_pages;    /* pages a purge round inside malloc/free hands back at least */
     bool bg_purge;           /* anr_core_tick() is called often: hot paths purge only past 2x ceiling */
+    uint64_t young_ns;       /* dirty runs younger than this wait (purge.c); 0 = off */
     /* Thread caches, set at init. */
     bool tc_on;
     unsigned tc_classes;     /* classes [0, tc_classes) are cached */
@@ -251,6 +252,12 @@ static inline size_t _anr_limit_use(const anr_heap *h)
 {
     return h->pages_in_use + h->pages_dirty + h->pages_purging;
 }
+
+/* The coarse monotonic clock (a vDSO read), in ns. */
+uint64_t _anr_now_ns(void);
+/* When a dirty run was filed: kept in its head entry's first bitmap word,
+ * which free runs do not otherwise use. */
+#define _ANR_FREED_AT(e) ((e)->bits[0])
 
 /* Writes a run's boundary tags (head, and tail if longer than a page). */
 void _anr_run_tag(anr_heap *h, uint32_t head, uint32_t len, uint8_t kind);

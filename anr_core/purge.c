@@ -84,10 +84,16 @@ static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch, unsi
     }
     /* Largest runs first: the most pages per madvise call, and the run
      * whose free passed the ceiling goes first. (All go when the target is
-     * 0, so age does not matter there.) */
+     * 0, so age does not matter there.) With young_ns, a hot-path round
+     * below twice the ceiling takes only runs freed longer ago than that,
+     * oldest first, and stops at the first young one. */
+    bool by_age = bounded && h->young_ns && h->pages_dirty <= 2 * h->ceiling;
+    uint64_t now = by_age ? _anr_now_ns() : 0;
     uint32_t head;
     while (n < max && budget && h->pages_dirty > target &&
-           (head = _anr_run_largest_dirty(h)) != _ANR_NIL) {
+           (head = by_age ? h->fifo_head : _anr_run_largest_dirty(h)) != _ANR_NIL) {
+        if (by_age && now - _ANR_FREED_AT(&h->pages[head]) < h->young_ns)
+            break;
         uint32_t len = h->pages[head].len;
         _anr_run_remove(h, head);
         if (len > 2 * budget) {

@@ -137,14 +137,34 @@ static uint32_t bins_take(anr_heap *h, _anr_bins *b, uint32_t n)
 /* --- free runs --- */
 
 /* Files [head, head+len) as a free run of `kind` (no coalescing). */
-static void free_run_insert(anr_heap *h, uint32_t head, uint32_t len, uint8_t kind)
+/* `freed_at`: when the pages were freed (dirty runs; 0 = now, or unknown). */
+static void free_run_insert_at(anr_heap *h, uint32_t head, uint32_t len, uint8_t kind,
+                               uint64_t freed_at)
 {
     _anr_run_tag(h, head, len, kind);
     bins_insert(h, bins_for(h, kind), head);
     if (kind == _ANR_PK_FREE_DIRTY) {
         _anr_fifo_push(h, head);
         h->pages_dirty += len;
+        if (h->young_ns)
+            _ANR_FREED_AT(&h->pages[head]) = freed_at ? freed_at : _anr_now_ns();
     }
+}
+
+static void free_run_insert(anr_heap *h, uint32_t head, uint32_t len, uint8_t kind)
+{
+    free_run_insert_at(h, head, len, kind, 0);
+}
+
+/* When a free run's pages were freed: a merged run is as old as its
+ * oldest part, so that freeing next to old dirty pages does not make
+ * them look young. */
+static uint64_t freed_at(const anr_heap *h, uint32_t head, uint8_t kind, uint64_t other)
+{
+    if (kind != _ANR_PK_FREE_DIRTY || !h->young_ns)
+        return other;
+    uint64_t t = _ANR_FREED_AT(&h->pages[head]);
+    return !other || (t && t < other) ? t : other;
 }
 
 static void free_run_remove(anr_heap *h, uint32_t head)
@@ -191,8 +211,10 @@ static uint32_t right_free(anr_heap *h, uint32_t pi, uint8_t kind)
  * range's own tags must already be cleared. Returns the merged head. */
 static uint32_t coalesce_insert(anr_heap *h, uint32_t head, uint32_t n, uint8_t kind)
 {
+    uint64_t at = 0;
     uint32_t l = left_free(h, head, kind);
     if (l != _ANR_NIL) {
+        at = freed_at(h, l, kind, at);
         uint32_t ln = h->pages[l].len;
         free_run_remove(h, l);
         _anr_run_untag(h, l, ln);
@@ -201,6 +223,7 @@ static uint32_t coalesce_insert(anr_heap *h, uint32_t head, uint32_t n, uint8_t 
     }
     uint32_t r = right_free(h, head + n, kind);
     if (r != _ANR_NIL) {
+        at = freed_at(h, r, kind, at);
         uint32_t rn = h->pages[r].len;
         free_run_remove(h, r);
         _anr_run_untag(h, r, rn);
@@ -211,7 +234,7 @@ static uint32_t coalesce_insert(anr_heap *h, uint32_t head, uint32_t n, uint8_t 
         h->top = head; /* clean pages at the end go back to the never-used top */
         return _ANR_NIL;
     }
-    free_run_insert(h, head, n, kind);
+    free_run_insert_at(h, head, n, kind, at);
     return head;
 }
 
@@ -233,11 +256,12 @@ uint32_t _anr_run_insert_clean(anr_heap *h, uint32_t head, uint32_t n)
  * removed from the bins); the pieces before and after stay free. */
 static void carve(anr_heap *h, uint32_t head, uint32_t len, uint32_t at, uint32_t n, uint8_t kind)
 {
+    uint64_t t = freed_at(h, head, kind, 0); /* the pieces keep the run's age */
     _anr_run_untag(h, head, len);
     if (at > head)
-        free_run_insert(h, head, at - head, kind);
+        free_run_insert_at(h, head, at - head, kind, t);
     if (at + n < head + len)
-        free_run_insert(h, at + n, head + len - (at + n), kind);
+        free_run_insert_at(h, at + n, head + len - (at + n), kind, t);
 }
 
 static uint32_t align_up_page(const anr_heap *h, uint32_t pi, uint32_t align_pages)

@@ -44,6 +44,7 @@ typedef enum gm_key {
     KEY_THREAD_CACHE_MAX_SIZE,
     KEY_THREAD_CACHE_BYTES,
     KEY_DECAY_MS,
+    KEY_REUSE_MS,
     KEY_PURGE_THREAD,
     KEY_MEMBROKER,
     KEY_DEBUG,
@@ -56,7 +57,7 @@ static const char *const key_names[KEY_COUNT] = {
     "MAPPING",  "LIMIT",    "PAGE_CEILING", "PAGE_FLOOR", "SLAB_SIZES",
     "ON_LIMIT", "ON_ERROR", "PURGE",        "STATS",
     "THREAD_CACHE", "THREAD_CACHE_MAX_SIZE", "THREAD_CACHE_BYTES", "DECAY_MS",
-    "PURGE_THREAD", "MEMBROKER", "DEBUG", "DEBUG_SOCKET",
+    "REUSE_MS", "PURGE_THREAD", "MEMBROKER", "DEBUG", "DEBUG_SOCKET",
 };
 
 /* Why a value was refused: a static reason, optionally the token at fault
@@ -456,6 +457,16 @@ static bool set_key(gm_config *cfg, gm_key key, const char *v, size_t n, set_err
         if (num == 0 || num >= UINT32_MAX)
             return fail(e, "expected milliseconds from 1 to 4294967294, or never");
         cfg->decay_ms = (uint32_t)num;
+        return true;
+    case KEY_REUSE_MS:
+        if (eq_ci(word, wlen, "OFF")) {
+            cfg->reuse_ms = 0;
+            return true;
+        }
+        if ((st = parse_count(word, wlen, &num)) != NUM_OK) return fail_num(e, count_why, st);
+        if (num >= UINT32_MAX)
+            return fail(e, "expected milliseconds from 0 to 4294967294, or off");
+        cfg->reuse_ms = (uint32_t)num;
         return true;
     default:
         return fail(e, "unknown key");

@@ -91,6 +91,12 @@ typedef struct anr_core_options {
      * themselves past twice the ceiling (a hard bound for when the ticks
      * do not come), which keeps madvise out of real-time threads. */
     bool background_purge;
+    /* A run freed less than this long ago is not purged by malloc/free at
+     * the ceiling, only past twice the ceiling: memory that a program frees
+     * and allocates again at once (a buffer per request) is reused instead
+     * of handed back and faulted in again. 0 = off (the default; gmalloc:
+     * REUSE_MS). */
+    uint32_t young_ms;
 } anr_core_options;
 
 /* Flags for anr_core_alloc. */

@@ -137,6 +137,31 @@ static void test_every_key(void **state)
     assert_int_equal(cfg.limit, 0);
 }
 
+/* The purge timing keys: DECAY_MS and REUSE_MS. */
+static void test_purge_timing_keys(void **state)
+{
+    (void)state;
+    gm_config cfg;
+    gm_config_defaults(&cfg);
+    assert_int_equal(cfg.decay_ms, 0);
+    assert_int_equal(cfg.reuse_ms, 0);
+    recorder rec;
+    assert_int_equal(parse(&cfg, "DECAY_MS 250\nREUSE_MS 100\n", &rec), 0);
+    assert_int_equal(rec.n, 0);
+    assert_int_equal(cfg.decay_ms, 250);
+    assert_int_equal(cfg.reuse_ms, 100);
+    assert_int_equal(parse(&cfg, "DECAY_MS never\nREUSE_MS off\n", &rec), 0);
+    assert_int_equal(cfg.decay_ms, UINT32_MAX);
+    assert_int_equal(cfg.reuse_ms, 0);
+    /* Bad values are reported with their line and change nothing. */
+    assert_int_equal(parse(&cfg, "REUSE_MS 50\nREUSE_MS soon\nDECAY_MS 0\nREUSE_MS 5000000000\n",
+                           &rec),
+                     3);
+    assert_int_equal(rec.n, 3);
+    assert_int_equal(cfg.reuse_ms, 50);
+    assert_int_equal(cfg.decay_ms, UINT32_MAX);
+}
+
 /* DEBUG (the debug kit's words) and DEBUG_SOCKET. */
 static void test_debug_keys(void **state)
 {
@@ -1025,6 +1050,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_every_key),
+        cmocka_unit_test(test_purge_timing_keys),
         cmocka_unit_test(test_debug_keys),
         cmocka_unit_test(test_stats_spellings),
         cmocka_unit_test(test_keys_case_insensitive),

@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <stdlib.h>
+#include <time.h>
 
 /* Pages per run in the hysteresis tests: 4, or more if 4 pages would still
  * be a slab class (slab pages are not freed object by object). */
@@ -380,6 +381,70 @@ static void test_background_purge(void **state)
     assert_verify(h);
 }
 
+/* young_ms: at the ceiling, malloc/free leave runs freed less than young_ms
+ * ago alone (reused at once rather than handed back and faulted in again);
+ * past twice the ceiling they purge anyway; once the runs are old, the next
+ * call over the ceiling hands them back, oldest first. */
+static void test_young_runs_wait(void **state)
+{
+    anr_core_options o;
+    test_options(&o);
+    o.page_ceiling = CEIL;
+    o.page_floor = FLOOR;
+    o.young_ms = 200;
+    o.decay_ms = UINT32_MAX; /* only the ceiling acts here */
+    anr_heap *h = fx_init(state, &o);
+    enum { N = 2 * NRUNS };
+    char *runs[N];
+    for (int k = 0; k < N; k++) {
+        runs[k] = anr_core_alloc(h, RUN * sys_page(), 0, 0);
+        assert_non_null(runs[k]);
+        memset(runs[k], 0xa5, RUN * sys_page());
+    }
+    char *guard = anr_core_alloc(h, sys_page(), 0, 0);
+    assert_non_null(guard);
+    int i = 0;
+    for (; (size_t)(i + 1) * RUN <= 2 * CEIL; i++) {
+        assert_int_equal(anr_core_free(h, runs[i]), ANR_ERR_NONE);
+        anr_core_stats s = stats_of(h);
+        if (s.pages_purged != 0)
+            fail_msg("free #%d: young runs purged at %zu dirty pages (ceiling %zu)", i,
+                     s.pages_dirty, CEIL);
+    }
+    assert_true(stats_of(h).pages_dirty > CEIL);
+    /* Past twice the ceiling: purged although young. */
+    assert_int_equal(anr_core_free(h, runs[i++]), ANR_ERR_NONE);
+    anr_core_stats s = stats_of(h);
+    assert_true(s.pages_purged > 0);
+    assert_true(s.pages_dirty <= 2 * CEIL);
+    uint64_t purged = s.pages_purged;
+    /* Reuse of young dirty pages: no purge, dirty pages go down. */
+    char *again = anr_core_alloc(h, RUN * sys_page(), 0, 0);
+    assert_non_null(again);
+    assert_int_equal(stats_of(h).pages_purged, purged);
+    assert_int_equal(anr_core_free(h, again), ANR_ERR_NONE);
+    /* Over the ceiling again with young runs only: they wait. */
+    while (i < N && stats_of(h).pages_dirty + RUN <= CEIL)
+        assert_int_equal(anr_core_free(h, runs[i++]), ANR_ERR_NONE);
+    assert_true(i < N);
+    purged = stats_of(h).pages_purged;
+    assert_int_equal(anr_core_free(h, runs[i++]), ANR_ERR_NONE);
+    s = stats_of(h);
+    assert_true(s.pages_dirty > CEIL);
+    assert_int_equal(s.pages_purged, purged);
+    /* Old now: the next call over the ceiling hands them back. */
+    struct timespec nap = {0, 250 * 1000 * 1000};
+    nanosleep(&nap, NULL);
+    assert_true(i < N);
+    assert_int_equal(anr_core_free(h, runs[i++]), ANR_ERR_NONE);
+    s = stats_of(h);
+    assert_true(s.pages_purged > purged);
+    for (; i < N; i++)
+        assert_int_equal(anr_core_free(h, runs[i]), ANR_ERR_NONE);
+    assert_int_equal(anr_core_free(h, guard), ANR_ERR_NONE);
+    assert_verify(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -391,6 +456,7 @@ int main(void)
         UNIT(test_zero_after_purge_dontneed),
         UNIT(test_zero_after_purge_free),
         UNIT(test_background_purge),
+        UNIT(test_young_runs_wait),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
