@@ -336,6 +336,26 @@ static void test_zero_after_purge_free(void **state)
     zero_after_purge(state, ANR_PURGE_FREE);
 }
 
+/* Frees runs[*i...] up to twice the ceiling, checking that none of those
+ * frees purges, then one more, which must purge (the hard bound). Returns
+ * the statistics after it. */
+static anr_core_stats free_past_twice_ceiling(anr_heap *h, char **runs, int *i)
+{
+    for (; (size_t)(*i + 1) * RUN <= 2 * CEIL; (*i)++) {
+        assert_int_equal(anr_core_free(h, runs[*i]), ANR_ERR_NONE);
+        anr_core_stats s = stats_of(h);
+        if (s.pages_purged != 0 || s.pages_dirty != (size_t)(*i + 1) * RUN)
+            fail_msg("free #%d: %zu dirty, %llu purged below twice the ceiling %zu", *i,
+                     s.pages_dirty, (unsigned long long)s.pages_purged, CEIL);
+    }
+    assert_true(stats_of(h).pages_dirty > CEIL);
+    assert_int_equal(anr_core_free(h, runs[(*i)++]), ANR_ERR_NONE);
+    anr_core_stats s = stats_of(h);
+    assert_true(s.pages_purged > 0);
+    assert_true(s.pages_dirty <= 2 * CEIL);
+    return s;
+}
+
 /* background_purge: malloc/free leave the ceiling to anr_core_tick() and
  * purge themselves only past twice the ceiling; the tick goes down to the
  * floor. */
@@ -350,19 +370,8 @@ static void test_background_purge(void **state)
     char *runs[NRUNS], *guard;
     alloc_runs(h, runs, &guard);
     int i = 0;
-    /* Up to twice the ceiling: frees purge nothing. */
-    for (; (size_t)(i + 1) * RUN <= 2 * CEIL; i++) {
-        assert_int_equal(anr_core_free(h, runs[i]), ANR_ERR_NONE);
-        anr_core_stats s = stats_of(h);
-        assert_int_equal(s.pages_purged, 0);
-        assert_int_equal(s.pages_dirty, (size_t)(i + 1) * RUN);
-    }
-    assert_true(stats_of(h).pages_dirty > CEIL);
-    /* Past twice the ceiling, a free purges after all (the hard bound). */
-    assert_int_equal(anr_core_free(h, runs[i++]), ANR_ERR_NONE);
-    anr_core_stats s = stats_of(h);
-    assert_true(s.pages_purged > 0);
-    assert_true(s.pages_dirty <= 2 * CEIL);
+    /* Up to twice the ceiling frees purge nothing; past it they do. */
+    anr_core_stats s = free_past_twice_ceiling(h, runs, &i);
     /* The tick hands back down to the floor what that round left (a
      * real-time round is small; with caches it reached the floor). */
     uint64_t before = s.pages_purged;
@@ -404,19 +413,8 @@ static void test_young_runs_wait(void **state)
     char *guard = anr_core_alloc(h, sys_page(), 0, 0);
     assert_non_null(guard);
     int i = 0;
-    for (; (size_t)(i + 1) * RUN <= 2 * CEIL; i++) {
-        assert_int_equal(anr_core_free(h, runs[i]), ANR_ERR_NONE);
-        anr_core_stats s = stats_of(h);
-        if (s.pages_purged != 0)
-            fail_msg("free #%d: young runs purged at %zu dirty pages (ceiling %zu)", i,
-                     s.pages_dirty, CEIL);
-    }
-    assert_true(stats_of(h).pages_dirty > CEIL);
-    /* Past twice the ceiling: purged although young. */
-    assert_int_equal(anr_core_free(h, runs[i++]), ANR_ERR_NONE);
-    anr_core_stats s = stats_of(h);
-    assert_true(s.pages_purged > 0);
-    assert_true(s.pages_dirty <= 2 * CEIL);
+    /* Young runs wait up to twice the ceiling; past it they go anyway. */
+    anr_core_stats s = free_past_twice_ceiling(h, runs, &i);
     uint64_t purged = s.pages_purged;
     /* Reuse of young dirty pages: no purge, dirty pages go down. */
     char *again = anr_core_alloc(h, RUN * sys_page(), 0, 0);
