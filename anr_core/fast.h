@@ -6,10 +6,11 @@
  * not check out) returns NULL/false and the caller takes the full path,
  * which handles and reports it.
  *
- * Budget (x86-64, gcc -O2, counted in the disassembly of gmalloc's malloc
- * and free): malloc ~25 instructions (heap and TLS check, class lookup,
- * bin pop with a link check); free ~45 (page-map entry, maybe the slab
- * head's, slot check by a multiply, bitmap bit and free key, bin push).
+ * Budget (x86-64, gcc -O2, counted to the return in the disassembly of
+ * gmalloc's malloc and free): malloc ~40 instructions (heap, debug and TLS
+ * checks, class lookup, bin pop with a link check); free ~60 (page-map
+ * entry, maybe the slab head's, slot check by a multiply, bitmap bit and
+ * free key, bin push).
  */
 #ifndef ANR_CORE_FAST_H
 #define ANR_CORE_FAST_H

@@ -35,9 +35,7 @@
  * stored XORed with the key and checked when followed, so a use after free
  * that scribbles on one is reported instead of handing out a wild pointer.
  *
- * Fast path budget (x86-64, gcc -O2): malloc ~20 instructions (TLS load,
- * heap check, class lookup, bin pop with a link check); free ~40 (page-map
- * lookup, slot check by a multiply, bitmap and key check, bin push).
+ * The fast paths themselves, and their instruction budget, are in fast.h.
  */
 #include <stdalign.h>
 #include <string.h>

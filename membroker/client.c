@@ -140,6 +140,17 @@ static void handle_other(mb_client *c, const mb_msg *m)
     }
 }
 
+/* Receives the next record, waiting for one until `deadline` (ms). */
+static int recv_wait(mb_client *c, mb_msg *out, uint64_t deadline)
+{
+    for (;;) {
+        int rc = recv_now(c, out);
+        if (rc != -EAGAIN) return rc;
+        rc = wait_fd(c->_fd, POLLIN, deadline);
+        if (rc < 0) return rc;
+    }
+}
+
 /* Sends `req` and waits up to wait_ms for its `want` reply. An ERROR reply
  * returns its status. */
 static int call(mb_client *c, mb_msg *req, uint16_t want, mb_msg *out, uint64_t wait_ms)
@@ -149,12 +160,7 @@ static int call(mb_client *c, mb_msg *req, uint16_t want, mb_msg *out, uint64_t 
     if (rc < 0) return rc;
     uint64_t deadline = now_ms() + wait_ms;
     for (;;) {
-        rc = recv_now(c, out);
-        if (rc == -EAGAIN) {
-            rc = wait_fd(c->_fd, POLLIN, deadline);
-            if (rc < 0) return rc;
-            continue;
-        }
+        rc = recv_wait(c, out, deadline);
         if (rc < 0) return rc;
         if (out->type == MB_T_ERROR && out->seq == 0) return out->status; /* refused */
         if (out->type != MB_T_GIVEBACK && out->seq == req->seq) {
@@ -442,12 +448,7 @@ static int short_call(mb_client *c, mb_msg *req, uint16_t want, mb_msg *out,
     if (rc < 0) return rc;
     uint64_t deadline = now_ms() + CONNECT_WAIT_MS;
     for (;;) {
-        rc = recv_now(c, out);
-        if (rc == -EAGAIN) {
-            rc = wait_fd(c->_fd, POLLIN, deadline);
-            if (rc < 0) return rc;
-            continue;
-        }
+        rc = recv_wait(c, out, deadline);
         if (rc < 0) return rc;
         if (out->seq != req->seq) continue;
         if (out->type == MB_T_ERROR) return out->status;

@@ -136,6 +136,23 @@ static int do_truncate(tf_node *n, int fd, off_t size)
 
 static void node_release(tf_node *n, int fd);
 
+/* The node of the file open on `fd` (and its stat in *st); on failure
+ * `fd` is closed and a negative errno returned. */
+static int node_of(int fd, tf_node **out, struct stat *st)
+{
+    if (fstat(fd, st) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    *out = tf_node_get(st->st_ino);
+    if (!*out) {
+        close(fd);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
 /* Opens `path` (O_TRUNC handled with accounting) and registers the handle on
  * its node. A file unlinked between openat and the node lock is retried, so
  * that its blocks are credited exactly once (by that unlink). */
@@ -145,17 +162,10 @@ static int open_file(const char *path, int flags, mode_t mode, struct fuse_file_
     for (int tries = 0; tries < 100; tries++) {
         int fd = openat(tf_srcfd, rel(path), oflags, mode);
         if (fd < 0) return -errno;
+        tf_node *n;
         struct stat st;
-        if (fstat(fd, &st) != 0) {
-            int e = errno;
-            close(fd);
-            return -e;
-        }
-        tf_node *n = tf_node_get(st.st_ino);
-        if (!n) {
-            close(fd);
-            return -ENOMEM;
-        }
+        int rc = node_of(fd, &n, &st);
+        if (rc < 0) return rc;
         pthread_mutex_lock(&n->lock);
         if (fstat(fd, &st) == 0 && st.st_nlink == 0 && S_ISREG(st.st_mode)) {
             pthread_mutex_unlock(&n->lock);
@@ -173,7 +183,7 @@ static int open_file(const char *path, int flags, mode_t mode, struct fuse_file_
         f->fd = fd;
         f->node = n;
         if ((flags & O_TRUNC) && S_ISREG(st.st_mode) && (flags & O_ACCMODE) != O_RDONLY) {
-            int rc = do_truncate(n, fd, 0);
+            rc = do_truncate(n, fd, 0);
             if (rc != 0) {
                 node_release(n, fd);
                 free(f);
@@ -290,18 +300,11 @@ static int tf_truncate(const char *path, off_t size, struct fuse_file_info *fi)
     if (fi) return do_truncate(file_of(fi)->node, file_of(fi)->fd, size);
     int fd = openat(tf_srcfd, rel(path), O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) return -errno;
+    tf_node *n;
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    tf_node *n = tf_node_get(st.st_ino);
-    if (!n) {
-        close(fd);
-        return -ENOMEM;
-    }
-    int rc = do_truncate(n, fd, size);
+    int rc = node_of(fd, &n, &st);
+    if (rc < 0) return rc;
+    rc = do_truncate(n, fd, size);
     close(fd);
     tf_node_put(n);
     return rc;
