@@ -124,7 +124,8 @@ size_t _anr_unlock(anr_heap *h)
     else if (h->pages_dirty <= floor)
         h->draining = false;
     if (h->draining) {
-        target = floor;
+        if (!h->young_ns || !_anr_reuse_waits(h))
+            target = floor;
     } else if (!h->pages_dirty) {
         h->dirty_since = 0;
     } else if (h->decay_ns && !h->bg_purge && decay_due(h)) {
@@ -150,13 +151,15 @@ size_t anr_core_tick(anr_heap *h)
     _anr_lock(h);
     size_t floor = h->floor;
     bool over = h->pages_dirty > h->ceiling;
-    bool due = !over && h->pages_dirty && h->decay_ns && decay_due(h);
+    if (over && h->young_ns && _anr_reuse_waits(h))
+        over = false, floor = _ANR_NO_PURGE;
+    bool due = !over && floor != _ANR_NO_PURGE && h->pages_dirty && h->decay_ns && decay_due(h);
     if (due)
         h->dirty_since = 0;
     unlock_mutex(h); /* not _anr_unlock: no purge round here */
     if (over)
-        return _anr_purge(h, floor, true);
-    return due ? _anr_purge(h, 0, true) : 0;
+        return _anr_purge(h, floor, true, true);
+    return due ? _anr_purge(h, 0, true, true) : 0;
 }
 
 void anr_core_set_background_purge(anr_heap *h, bool on)
@@ -404,7 +407,7 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
             _anr_tc_flush_all(h);
         if (!purged && have_dirty) {
             purged = true;
-            _anr_purge(h, 0, true);
+            _anr_purge(h, 0, true, false);
             continue;
         }
         /* ...then ask for more, a bounded number of times. */
@@ -704,7 +707,7 @@ size_t anr_core_purge(anr_heap *h, bool all)
         _anr_drain_all(h);
         _anr_unlock(h);
     }
-    return _anr_purge(h, all ? 0 : h->floor, true);
+    return _anr_purge(h, all ? 0 : h->floor, true, false);
 }
 
 void anr_core_get_stats(anr_heap *h, anr_core_stats *s)

@@ -161,7 +161,7 @@ struct anr_heap {
     anr_purge_advice advice;
     uint32_t round_pages;    /* pages a purge round inside malloc/free hands back at least */
     bool bg_purge;           /* anr_core_tick() is called often: hot paths purge only past 2x ceiling */
-    uint64_t young_ns;       /* dirty runs younger than this wait (purge.c); 0 = off */
+    uint64_t young_ns;       /* reuse window: see reuse_keep (purge.c); 0 = off */
     /* Thread caches, set at init. */
     bool tc_on;
     unsigned tc_classes;     /* classes [0, tc_classes) are cached */
@@ -202,6 +202,11 @@ struct anr_heap {
     size_t pages_in_use, pages_dirty, pages_purging, pages_peak;
     size_t limit_pages;      /* 0 = none */
     size_t ceiling, floor;
+    /* Reuse (young_ns != 0; purge.c): pages handed back by size lately, and
+     * when; pages of those the program then had to fault in afresh, which is
+     * how many young dirty pages are now kept past the ceiling. */
+    size_t purged_recent, reuse_keep;
+    uint64_t purged_ns;
     size_t bytes_in_use, objects_in_use;
     uint64_t alloc_failures;
 
@@ -314,12 +319,19 @@ anr_error _anr_lookup(const anr_heap *h, const void *p, _anr_obj *obj);
 void _anr_fifo_push(anr_heap *h, uint32_t head);
 void _anr_fifo_remove(anr_heap *h, uint32_t head);
 /* Purges until dirty pages <= target. Called WITHOUT the lock held; takes it
- * (with trylock only if !may_block). Returns pages handed back. */
-size_t _anr_purge(anr_heap *h, size_t target, bool may_block);
+ * (with trylock only if !may_block). `reuse`: young pages within the reuse
+ * allowance stay (background purging; not trim or limit). Returns pages
+ * handed back. */
+size_t _anr_purge(anr_heap *h, size_t target, bool may_block, bool reuse);
 /* One bounded round of the same (a batch of runs; a few inside free()): what
  * malloc and free do when they leave dirty pages over the ceiling. */
 size_t _anr_purge_round(anr_heap *h, size_t target, bool may_block);
 void _anr_drain_purged(anr_heap *h);
+/* Lock held: `n` pages are about to be faulted in afresh (reuse window). */
+void _anr_reuse_note_fresh(anr_heap *h, uint32_t n);
+/* Lock held: true while the dirty pages over the ceiling are young pages
+ * within the reuse allowance (no purge round would hand any back). */
+bool _anr_reuse_waits(const anr_heap *h);
 void _anr_pagemap_trim(anr_heap *h);
 
 /* --- tcache.c --- */

@@ -67,14 +67,55 @@ typedef struct purge_item {
     uint32_t head, len;
 } purge_item;
 
-/* Lock held: takes the oldest dirty runs out, up to a batch, until dirty
- * pages would be at or below target. A hot-path round (inside malloc or
- * free) hands back at most round_pages pages (madvise costs time per page),
- * or as many as the call just freed if that is more, so that rounds keep up
- * with frees and the cost stays in proportion to the object, never to the
- * heap. */
+/* --- reuse: young dirty pages kept past the ceiling ---
+ *
+ * A program that frees a buffer and soon allocates another (a request, a
+ * string, a list that grows) pays a page fault per page if the freed pages
+ * were handed back in between. With a reuse window (young_ns), the heap
+ * learns how much of that it does: pages it must fault in afresh within the
+ * window after a purge by size count as purged too soon, and as many dirty
+ * pages freed within the window (young) are kept past the ceiling from then
+ * on. Kept pages that reach the end of the window unused are handed back
+ * and no longer counted. The allowance never exceeds the pages in use, so
+ * memory still follows the live data (at most twice it, plus the ceiling,
+ * for one window), and a program that only frees never earns any. */
+
+/* Lock held: young dirty pages that may stay past the ceiling. */
+static size_t reuse_keep(const anr_heap *h)
+{
+    return h->reuse_keep < h->pages_peak ? h->reuse_keep : h->pages_peak;
+}
+
+void _anr_reuse_note_fresh(anr_heap *h, uint32_t n)
+{
+    if (!h->purged_recent)
+        return;
+    if (_anr_now_ns() - h->purged_ns > h->young_ns) {
+        h->purged_recent = 0;
+        return;
+    }
+    size_t take = n < h->purged_recent ? n : h->purged_recent;
+    h->purged_recent -= take;
+    h->reuse_keep = reuse_keep(h) + take;
+}
+
+/* Lock held: true if the dirty pages are within the allowance and the
+ * oldest of them is still young, so a purge round would find nothing. */
+bool _anr_reuse_waits(const anr_heap *h)
+{
+    size_t keep = h->young_ns ? reuse_keep(h) : 0;
+    return keep && h->pages_dirty <= h->ceiling + keep && h->fifo_head != _ANR_NIL &&
+           _anr_now_ns() - _ANR_FREED_AT(&h->pages[h->fifo_head]) < h->young_ns;
+}
+
+/* Lock held: takes dirty runs out, up to a batch, until dirty pages would
+ * be at or below target. A hot-path round (inside malloc or free) hands
+ * back at most round_pages pages (madvise costs time per page), or as many
+ * as the call just freed if that is more, so that rounds keep up with frees
+ * and the cost stays in proportion to the object, never to the heap.
+ * `reuse`: young pages within the allowance stay (not for trim and limit). */
 static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch, unsigned max,
-                             bool bounded)
+                             bool bounded, bool reuse)
 {
     unsigned n = 0;
     size_t budget = SIZE_MAX;
@@ -84,11 +125,14 @@ static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch, unsi
     }
     /* Largest runs first: the most pages per madvise call, and the run
      * whose free passed the ceiling goes first. (All go when the target is
-     * 0, so age does not matter there.) With young_ns, a hot-path round
-     * below twice the ceiling takes only runs freed longer ago than that,
-     * oldest first, and stops at the first young one. */
-    bool by_age = bounded && h->young_ns && h->pages_dirty <= 2 * h->ceiling;
-    uint64_t now = by_age ? _anr_now_ns() : 0;
+     * 0, so age does not matter there.) Within the reuse allowance, only
+     * runs freed before the window, oldest first, up to the first young
+     * one; past it, largest first down to the floor plus half of it. */
+    size_t keep = reuse && h->young_ns ? reuse_keep(h) : 0;
+    bool by_age = keep && h->pages_dirty <= h->ceiling + keep;
+    if (keep && !by_age && target < h->ceiling + keep - h->ceiling / 4)
+        target = h->ceiling + keep - h->ceiling / 4;
+    uint64_t now = reuse && h->young_ns ? _anr_now_ns() : 0;
     uint32_t head;
     while (n < max && budget && h->pages_dirty > target &&
            (head = by_age ? h->fifo_head : _anr_run_largest_dirty(h)) != _ANR_NIL) {
@@ -105,6 +149,12 @@ static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch, unsi
         budget -= budget == SIZE_MAX ? 0 : (len < budget ? len : budget);
         _anr_run_tag(h, head, len, _ANR_PK_PURGING);
         h->pages_purging += len;
+        if (by_age) /* kept a whole window and not reused */
+            h->reuse_keep = reuse_keep(h) - (len < reuse_keep(h) ? len : reuse_keep(h));
+        else if (now) {
+            h->purged_recent += len;
+            h->purged_ns = now;
+        }
         batch[n].head = head;
         batch[n].len = len;
         n++;
@@ -173,7 +223,7 @@ static unsigned purge_interior_entries(anr_heap *h, uint32_t head, uint32_t len)
 
 #define HOT_PURGE_RUNS 4u
 
-static size_t purge(anr_heap *h, size_t target, bool may_block, bool bounded)
+static size_t purge(anr_heap *h, size_t target, bool may_block, bool bounded, bool reuse)
 {
     size_t total = 0;
     purge_item batch[_ANR_PURGE_BATCH];
@@ -187,7 +237,8 @@ static size_t purge(anr_heap *h, size_t target, bool may_block, bool bounded)
          * one dirty run, so this keeps up); the calls that follow do the
          * rest while dirty pages stay over the ceiling. */
         bool hot = bounded || !may_block;
-        unsigned n = select_batch(h, target, batch, hot ? HOT_PURGE_RUNS : _ANR_PURGE_BATCH, hot);
+        unsigned n =
+            select_batch(h, target, batch, hot ? HOT_PURGE_RUNS : _ANR_PURGE_BATCH, hot, reuse);
         _anr_unlock(h);
         if (n == 0)
             return total;
@@ -226,15 +277,15 @@ static size_t purge(anr_heap *h, size_t target, bool may_block, bool bounded)
 
 size_t _anr_purge_round(anr_heap *h, size_t target, bool may_block)
 {
-    size_t pages = purge(h, target, may_block, true);
+    size_t pages = purge(h, target, may_block, true, true);
     if (pages && h->hooks.purged)
         h->hooks.purged(h->hooks.ctx, h, pages, may_block);
     return pages;
 }
 
-size_t _anr_purge(anr_heap *h, size_t target, bool may_block)
+size_t _anr_purge(anr_heap *h, size_t target, bool may_block, bool reuse)
 {
-    size_t pages = purge(h, target, may_block, false);
+    size_t pages = purge(h, target, may_block, false, reuse);
     if (pages && h->hooks.purged)
         h->hooks.purged(h->hooks.ctx, h, pages, may_block);
     return pages;

@@ -311,6 +311,8 @@ _anr_run_result _anr_run_alloc(anr_heap *h, uint32_t n, uint32_t align_pages, ui
         uint32_t at = align_pages > 1 ? align_up_page(h, head, align_pages) : head;
         carve(h, head, len, at, n, kind);
         h->pages_in_use += n;
+        if (kind == _ANR_PK_FREE_CLEAN && h->young_ns)
+            _anr_reuse_note_fresh(h, n);
         *out = at;
         *zero = kind == _ANR_PK_FREE_CLEAN && h->advice == ANR_PURGE_DONTNEED;
         return _ANR_RUN_OK;
@@ -326,6 +328,8 @@ _anr_run_result _anr_run_alloc(anr_heap *h, uint32_t n, uint32_t align_pages, ui
         free_run_insert(h, h->top, at - h->top, _ANR_PK_FREE_CLEAN);
     raise_top(h, at + n);
     h->pages_in_use += n;
+    if (h->young_ns)
+        _anr_reuse_note_fresh(h, n);
     *out = at;
     *zero = true;
     return _ANR_RUN_OK;
@@ -334,6 +338,7 @@ _anr_run_result _anr_run_alloc(anr_heap *h, uint32_t n, uint32_t align_pages, ui
 _anr_run_result _anr_run_grow(anr_heap *h, uint32_t head, uint32_t n, uint32_t m)
 {
     uint32_t end = head + n, more = m - n;
+    bool fresh = true; /* pages that will fault in */
     if (end == h->top) {
         if ((uint64_t)end + more > h->npages)
             return _ANR_RUN_FULL;
@@ -350,10 +355,13 @@ _anr_run_result _anr_run_grow(anr_heap *h, uint32_t head, uint32_t n, uint32_t m
         uint32_t rlen = r->len;
         free_run_remove(h, end);
         carve(h, end, rlen, end, more, kind);
+        fresh = kind == _ANR_PK_FREE_CLEAN;
     }
     _anr_run_untag(h, head, n);
     _anr_run_tag(h, head, m, _ANR_PK_LARGE);
     h->pages_in_use += more;
+    if (fresh && h->young_ns)
+        _anr_reuse_note_fresh(h, more);
     return _ANR_RUN_OK;
 }
 

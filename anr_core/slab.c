@@ -22,7 +22,7 @@
 static const uint32_t default_sizes[] = {
     16,   32,   48,   64,   80,   96,   112,  128,  160,   192,   224,   256,
     320,  384,  448,  512,  640,  768,  896,  1024, 1280,  1536,  1792,  2048,
-    2560, 3072, 3584, 4096, 5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384,
+    2560, 3072, 3584, 4096, 4608, 5120, 6144, 7168, 8192, 10240, 12288, 14336, 16384,
 };
 
 size_t anr_core_default_slab_sizes(const uint32_t **sizes)
@@ -144,9 +144,13 @@ static uint32_t slab_new(anr_heap *h, unsigned cls, _anr_run_result *res)
     e->cls = (uint8_t)cls;
     e->len = c->pages;
     e->nfree = c->nobj;
-    /* Slots past the last object are marked used so they are never found. */
-    for (unsigned i = c->nobj; i < ANR_SLAB_MAX_OBJECTS; i++)
-        e->bits[i >> 6] |= (uint64_t)1 << (i & 63);
+    /* Slots past the last object are marked used so they are never found
+     * (a word at a time: a slab of big objects has a few and ~250 of these). */
+    unsigned w = c->nobj >> 6;
+    if (c->nobj & 63)
+        e->bits[w++] = ~(uint64_t)0 << (c->nobj & 63);
+    for (; w < ANR_SLAB_MAX_OBJECTS / 64; w++)
+        e->bits[w] = ~(uint64_t)0;
     for (uint32_t i = 1; i < c->pages; i++) {
         _anr_page *in = &h->pages[head + i];
         memset(in, 0, sizeof(*in));

@@ -487,6 +487,7 @@ void gm_config_defaults(gm_config *cfg)
     cfg->stats = false;
     cfg->thread_cache = true;
     cfg->decay_ms = 0;     /* engine default: 1000 ms */
+    cfg->reuse_ms = 1000;  /* the engine's default is off (anr_malloc heaps) */
 }
 
 bool gm_config_set(gm_config *cfg, const char *key, size_t key_len, const char *value,

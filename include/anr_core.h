@@ -91,11 +91,13 @@ typedef struct anr_core_options {
      * themselves past twice the ceiling (a hard bound for when the ticks
      * do not come), which keeps madvise out of real-time threads. */
     bool background_purge;
-    /* A run freed less than this long ago is not purged by malloc/free at
-     * the ceiling, only past twice the ceiling: memory that a program frees
-     * and allocates again at once (a buffer per request) is reused instead
-     * of handed back and faulted in again. 0 = off (the default; gmalloc:
-     * REUSE_MS). */
+    /* The reuse window. Pages that must be faulted in afresh within it
+     * after a purge were handed back too soon: as many pages freed less
+     * than young_ms ago then stay past the ceiling (memory a program frees
+     * and allocates again, a buffer per request, is reused instead of
+     * handed back and faulted in again); kept pages not reused within the
+     * window go back, and the allowance shrinks by them. A heap that only
+     * frees earns none. 0 = off (the default; gmalloc: REUSE_MS, 1000). */
     uint32_t young_ms;
 } anr_core_options;
 

@@ -185,6 +185,10 @@ int main(int argc, char **argv)
         free(ptr[i]);
     size_t end = bench_rss();
     event("freed all");
+    /* What gmalloc still holds of it: free pages not yet handed back, and
+     * free blocks in thread caches. */
+    anr_core_stats st2;
+    bool have_st2 = get_stats && get_stats(&st2) == 0;
     idle_ms(idle);
     size_t end_idle = bench_rss();
     poke();
@@ -207,6 +211,16 @@ int main(int argc, char **argv)
     bench_result("RSS above start, all freed, at once", mib(end) - mib(start), "MiB");
     bench_result("RSS above start, all freed, after idle", mib(end_idle) - mib(start), "MiB");
     bench_result("RSS above start, all freed, after idle + 1 call", mib(end_poke) - mib(start), "MiB");
+    if (have_st2) {
+        bench_result("gmalloc dirty free pages, all freed, at once (gmalloc stats)",
+                     mib(st2.pages_dirty * st2.page_size), "MiB");
+        bench_result("gmalloc thread-cache bytes, all freed, at once (gmalloc stats)",
+                     mib(st2.bytes_cached), "MiB");
+        bench_result("gmalloc metadata, all freed, at once (gmalloc stats)",
+                     mib(st2.metadata_bytes), "MiB");
+        bench_result("gmalloc pages in use, all freed, at once (gmalloc stats)",
+                     mib(st2.pages_in_use * st2.page_size), "MiB");
+    }
 
     if (samples_file) {
         FILE *f = fopen(samples_file, "w");

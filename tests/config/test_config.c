@@ -144,7 +144,7 @@ static void test_purge_timing_keys(void **state)
     gm_config cfg;
     gm_config_defaults(&cfg);
     assert_int_equal(cfg.decay_ms, 0);
-    assert_int_equal(cfg.reuse_ms, 0);
+    assert_int_equal(cfg.reuse_ms, 1000);
     recorder rec;
     assert_int_equal(parse(&cfg, "DECAY_MS 250\nREUSE_MS 100\n", &rec), 0);
     assert_int_equal(rec.n, 0);

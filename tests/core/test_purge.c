@@ -390,56 +390,60 @@ static void test_background_purge(void **state)
     assert_verify(h);
 }
 
-/* young_ms: at the ceiling, malloc/free leave runs freed less than young_ms
- * ago alone (reused at once rather than handed back and faulted in again);
- * past twice the ceiling they purge anyway; once the runs are old, the next
- * call over the ceiling hands them back, oldest first. */
-static void test_young_runs_wait(void **state)
+/* young_ms, the reuse window: a heap that only frees earns no allowance
+ * (the ceiling acts as without it); pages handed back and then faulted in
+ * again within the window let as many young dirty pages stay past the
+ * ceiling; once they are older than the window, the next call over the
+ * ceiling hands them back. */
+static void test_reuse_allowance(void **state)
 {
     anr_core_options o;
     test_options(&o);
     o.page_ceiling = CEIL;
     o.page_floor = FLOOR;
-    o.young_ms = 200;
+    o.young_ms = 300;
     o.decay_ms = UINT32_MAX; /* only the ceiling acts here */
     anr_heap *h = fx_init(state, &o);
-    enum { N = 2 * NRUNS };
-    char *runs[N];
-    for (int k = 0; k < N; k++) {
+    char *runs[NRUNS], *guard;
+    alloc_runs(h, runs, &guard);
+
+    /* Only frees: the free that passes the ceiling purges. */
+    int i = 0;
+    while (stats_of(h).pages_purged == 0) {
+        assert_true(i < NRUNS);
+        assert_int_equal(anr_core_free(h, runs[i++]), ANR_ERR_NONE);
+        assert_true(stats_of(h).pages_purged > 0 || stats_of(h).pages_dirty <= CEIL);
+    }
+    int freed = i;
+    anr_core_stats s = stats_of(h);
+    assert_true(s.pages_dirty <= CEIL);
+
+    /* The same again at once: the purged pages fault in afresh. */
+    uint64_t purged = s.pages_purged;
+    for (int k = 0; k < freed; k++) {
         runs[k] = anr_core_alloc(h, RUN * sys_page(), 0, 0);
         assert_non_null(runs[k]);
-        memset(runs[k], 0xa5, RUN * sys_page());
+        memset(runs[k], 0x5a, RUN * sys_page());
     }
-    char *guard = anr_core_alloc(h, sys_page(), 0, 0);
-    assert_non_null(guard);
-    int i = 0;
-    /* Young runs wait up to twice the ceiling; past it they go anyway. */
-    anr_core_stats s = free_past_twice_ceiling(h, runs, &i);
-    uint64_t purged = s.pages_purged;
-    /* Reuse of young dirty pages: no purge, dirty pages go down. */
-    char *again = anr_core_alloc(h, RUN * sys_page(), 0, 0);
-    assert_non_null(again);
-    assert_int_equal(stats_of(h).pages_purged, purged);
-    assert_int_equal(anr_core_free(h, again), ANR_ERR_NONE);
-    /* Over the ceiling again with young runs only: they wait. */
-    while (i < N && stats_of(h).pages_dirty + RUN <= CEIL)
-        assert_int_equal(anr_core_free(h, runs[i++]), ANR_ERR_NONE);
-    assert_true(i < N);
-    purged = stats_of(h).pages_purged;
-    assert_int_equal(anr_core_free(h, runs[i++]), ANR_ERR_NONE);
+    assert_int_equal(stats_of(h).pages_dirty, 0);
+    /* Freed once more: now they stay, past the ceiling. */
+    for (int k = 0; k < freed; k++)
+        assert_int_equal(anr_core_free(h, runs[k]), ANR_ERR_NONE);
     s = stats_of(h);
-    assert_true(s.pages_dirty > CEIL);
     assert_int_equal(s.pages_purged, purged);
-    /* Old now: the next call over the ceiling hands them back. */
-    struct timespec nap = {0, 250 * 1000 * 1000};
+    assert_true(s.pages_dirty > CEIL);
+    assert_int_equal(s.pages_dirty, (size_t)freed * RUN);
+
+    /* Older than the window: the next call hands them back. */
+    struct timespec nap = {0, 400 * 1000 * 1000};
     nanosleep(&nap, NULL);
-    assert_true(i < N);
     assert_int_equal(anr_core_free(h, runs[i++]), ANR_ERR_NONE);
     s = stats_of(h);
     assert_true(s.pages_purged > purged);
-    for (; i < N; i++)
-        assert_int_equal(anr_core_free(h, runs[i]), ANR_ERR_NONE);
+    while (i < NRUNS)
+        assert_int_equal(anr_core_free(h, runs[i++]), ANR_ERR_NONE);
     assert_int_equal(anr_core_free(h, guard), ANR_ERR_NONE);
+    assert_true(stats_of(h).pages_dirty <= CEIL + (size_t)freed * RUN);
     assert_verify(h);
 }
 
@@ -454,7 +458,7 @@ int main(void)
         UNIT(test_zero_after_purge_dontneed),
         UNIT(test_zero_after_purge_free),
         UNIT(test_background_purge),
-        UNIT(test_young_runs_wait),
+        UNIT(test_reuse_allowance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
