@@ -118,7 +118,7 @@ size_t _anr_unlock(anr_heap *h)
     /* Hysteresis: past the ceiling, every call hands back a bounded round
      * until the floor is reached, so purges come in runs of rounds, not one
      * small madvise per free at the ceiling. */
-    size_t floor = h->floor, ceiling = h->bg_purge ? 2 * h->ceiling : h->ceiling;
+    size_t floor = h->floor, ceiling = (h->bg_purge ? 2 : 1) * _anr_ceiling(h);
     if (h->pages_dirty > ceiling)
         h->draining = true;
     else if (h->pages_dirty <= floor)
@@ -150,7 +150,7 @@ size_t anr_core_tick(anr_heap *h)
 {
     _anr_lock(h);
     size_t floor = h->floor;
-    bool over = h->pages_dirty > h->ceiling;
+    bool over = h->pages_dirty > _anr_ceiling(h);
     if (over && h->young_ns && _anr_reuse_waits(h))
         over = false, floor = _ANR_NO_PURGE;
     bool due = !over && floor != _ANR_NO_PURGE && h->pages_dirty && h->decay_ns && decay_due(h);
@@ -707,7 +707,12 @@ size_t anr_core_purge(anr_heap *h, bool all)
         _anr_drain_all(h);
         _anr_unlock(h);
     }
-    return _anr_purge(h, all ? 0 : h->floor, true, false);
+    size_t pages = _anr_purge(h, all ? 0 : h->floor, true, false);
+    /* Purges inside free() could not block, so the hook may not have acted
+     * on them (e.g. given quota back): it hears of this one either way. */
+    if (!pages && h->hooks.purged)
+        h->hooks.purged(h->hooks.ctx, h, 0, true);
+    return pages;
 }
 
 void anr_core_get_stats(anr_heap *h, anr_core_stats *s)

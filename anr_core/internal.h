@@ -253,6 +253,15 @@ static inline bool _anr_key_found(const anr_heap *h, const void *p)
     return h->tc_on && _anr_key_is_set(h, p);
 }
 
+/* Lock held: the ceiling in force. Never more dirty pages than pages in
+ * use (above the floor): a heap that empties out hands back all but the
+ * floor, not all but the ceiling. */
+static inline size_t _anr_ceiling(const anr_heap *h)
+{
+    size_t c = h->pages_in_use > h->floor ? h->pages_in_use : h->floor;
+    return c < h->ceiling ? c : h->ceiling;
+}
+
 static inline size_t _anr_limit_use(const anr_heap *h)
 {
     return h->pages_in_use + h->pages_dirty + h->pages_purging;

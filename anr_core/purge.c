@@ -104,7 +104,7 @@ void _anr_reuse_note_fresh(anr_heap *h, uint32_t n)
 bool _anr_reuse_waits(const anr_heap *h)
 {
     size_t keep = h->young_ns ? reuse_keep(h) : 0;
-    return keep && h->pages_dirty <= h->ceiling + keep && h->fifo_head != _ANR_NIL &&
+    return keep && h->pages_dirty <= _anr_ceiling(h) + keep && h->fifo_head != _ANR_NIL &&
            _anr_now_ns() - _ANR_FREED_AT(&h->pages[h->fifo_head]) < h->young_ns;
 }
 
@@ -127,11 +127,12 @@ static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch, unsi
      * whose free passed the ceiling goes first. (All go when the target is
      * 0, so age does not matter there.) Within the reuse allowance, only
      * runs freed before the window, oldest first, up to the first young
-     * one; past it, largest first down to the floor plus half of it. */
+     * one; past it, largest first until `floor` pages below it. */
     size_t keep = reuse && h->young_ns ? reuse_keep(h) : 0;
-    bool by_age = keep && h->pages_dirty <= h->ceiling + keep;
-    if (keep && !by_age && target < h->ceiling + keep - h->ceiling / 4)
-        target = h->ceiling + keep - h->ceiling / 4;
+    size_t allowed = _anr_ceiling(h) + keep;
+    bool by_age = keep && h->pages_dirty <= allowed;
+    if (keep && !by_age && target < allowed - h->floor)
+        target = allowed - h->floor;
     uint64_t now = reuse && h->young_ns ? _anr_now_ns() : 0;
     uint32_t head;
     while (n < max && budget && h->pages_dirty > target &&

@@ -60,9 +60,11 @@ typedef struct anr_core_hooks {
      * (for frees drained from the deferred list): it must not allocate from
      * this heap. It may abort. */
     void (*on_error)(void *ctx, anr_error err, anr_op op, const void *ptr);
-    /* Called (heap lock NOT held) after a purge handed `pages` pages back.
-     * `may_block` is false when the purge ran inside free(): the hook must
-     * then not wait for anything (e.g. not talk to a daemon). Optional. */
+    /* Called (heap lock NOT held) after a purge handed `pages` pages back,
+     * and after every anr_core_purge() (pages may be 0 then: purges inside
+     * free() may have done the work). `may_block` is false when the purge
+     * ran inside free(): the hook must then not wait for anything (e.g. not
+     * talk to a daemon). Optional. */
     void (*purged)(void *ctx, anr_heap *heap, size_t pages, bool may_block);
     void *ctx;
 } anr_core_hooks;

@@ -28,10 +28,17 @@ static anr_heap *heap_with_marks(void **state, size_t ceiling, size_t floor)
     return fx_init(state, &o);
 }
 
-/* NRUNS runs of RUN pages (written) and a final guard page. */
+/* Live pages under the runs: the ceiling in force is never above the pages
+ * in use, so the tests of the ceiling itself keep more than any ceiling
+ * they set (1000) in use. */
+#define BALLAST 1000u
+
+/* A ballast (BALLAST pages, never freed), NRUNS runs of RUN pages (written)
+ * and a final guard page. */
 static void alloc_runs(anr_heap *h, char **runs, char **guard)
 {
     size_t pg = sys_page();
+    assert_non_null(anr_core_alloc(h, BALLAST * pg, 0, 0));
     for (int i = 0; i < NRUNS; i++) {
         runs[i] = anr_core_alloc(h, RUN * pg, 0, 0);
         assert_non_null(runs[i]);
@@ -390,6 +397,33 @@ static void test_background_purge(void **state)
     assert_verify(h);
 }
 
+/* The ceiling in force is never above the pages in use (nor below the
+ * floor): a heap that empties out keeps at most the floor dirty, though
+ * everything it freed is under the configured ceiling. */
+static void test_ceiling_follows_use(void **state)
+{
+    anr_heap *h = heap_with_marks(state, CEIL, FLOOR);
+    enum { N = 8 }; /* N * RUN < CEIL */
+    char *runs[N];
+    for (int i = 0; i < N; i++) {
+        runs[i] = anr_core_alloc(h, RUN * sys_page(), 0, 0);
+        assert_non_null(runs[i]);
+        memset(runs[i], 0xa5, RUN * sys_page());
+    }
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(anr_core_free(h, runs[i]), ANR_ERR_NONE);
+        anr_core_stats s = stats_of(h);
+        size_t in_force = s.pages_in_use > FLOOR ? s.pages_in_use : FLOOR;
+        if (s.pages_dirty > in_force)
+            fail_msg("free #%d: %zu dirty, %zu in use, floor %zu", i, s.pages_dirty,
+                     s.pages_in_use, FLOOR);
+    }
+    anr_core_stats s = stats_of(h);
+    assert_true(s.pages_purged > 0);
+    assert_true(s.pages_dirty <= FLOOR);
+    assert_verify(h);
+}
+
 /* young_ms, the reuse window: a heap that only frees earns no allowance
  * (the ceiling acts as without it); pages handed back and then faulted in
  * again within the window let as many young dirty pages stay past the
@@ -458,6 +492,7 @@ int main(void)
         UNIT(test_zero_after_purge_dontneed),
         UNIT(test_zero_after_purge_free),
         UNIT(test_background_purge),
+        UNIT(test_ceiling_follows_use),
         UNIT(test_reuse_allowance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
