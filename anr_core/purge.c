@@ -76,9 +76,9 @@ typedef struct purge_item {
  * window after a purge by size count as purged too soon, and as many dirty
  * pages freed within the window (young) are kept past the ceiling from then
  * on. Kept pages that reach the end of the window unused are handed back
- * and no longer counted. The allowance never exceeds the pages in use, so
- * memory still follows the live data (at most twice it, plus the ceiling,
- * for one window), and a program that only frees never earns any. */
+ * and no longer counted, so memory still follows the live data one window
+ * later; a program that only frees never earns any. (The allowance never
+ * exceeds the heap's peak, in use plus dirty.) */
 
 /* Lock held: young dirty pages that may stay past the ceiling. */
 static size_t reuse_keep(const anr_heap *h)
