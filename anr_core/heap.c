@@ -345,6 +345,17 @@ static void *alloc_now(anr_heap *h, size_t size, size_t align, unsigned flags)
 
 void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
 {
+    /* An alignment up to a page that a cached class's size is a multiple
+     * of needs nothing more: slabs start on a page, so every slot of that
+     * class is aligned (aligned_alloc(64, 256), a 4 KiB page). */
+    if (align > ALIGN && h->tc_on && size && !(align & (align - 1)) && align <= h->page_size &&
+        size <= h->cls[h->tc_classes - 1].size) {
+        size_t s = (size + align - 1) & ~(align - 1);
+        if (s <= h->cls[h->tc_classes - 1].size && h->cls[h->class_of[(s + 15) >> 4]].size % align == 0) {
+            size = s;
+            align = ALIGN;
+        }
+    }
     if (align <= ALIGN && !(flags & ~ANR_ALLOC_ZERO)) {
         void *p = _anr_fast_alloc(h, size);
         if (p) {

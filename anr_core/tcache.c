@@ -117,11 +117,11 @@ void _anr_tc_init(anr_heap *h, const anr_core_options *o, _anr_tcache *table, ui
     h->tc_slots = slots;
     h->tc_unused = 0;
     h->tc_free = _ANR_NIL;
-    size_t max_size = o->tcache_max_size ? o->tcache_max_size : 2048;
+    size_t max_size = o->tcache_max_size ? o->tcache_max_size : 4096;
     unsigned n = 0;
     if (max_size > 4096)
         max_size = 4096; /* the fast free finds the slot by a multiply (fast.h) */
-    while (n < h->nclasses && h->cls[n].size <= max_size && h->cls[n].nobj >= 8)
+    while (n < h->nclasses && h->cls[n].size <= max_size)
         n++;
     h->tc_classes = n;
     for (unsigned c = 0; c < n; c++) {

@@ -82,7 +82,7 @@ typedef struct anr_core_options {
     /* Per-thread caches of small objects (off = the deterministic real-time
      * mode: every operation takes the heap lock and is bounded). */
     bool thread_cache;
-    size_t tcache_max_size;  /* largest size cached; 0 = default (2048); at most 4096 */
+    size_t tcache_max_size;  /* largest size cached; 0 = default (4096); at most 4096 */
     size_t tcache_max_bytes; /* free bytes one thread may hold before it trims; 0 = 1 MiB */
     unsigned tcache_slots;   /* threads that can have a cache at once; 0 = default (256) */
     /* Dirty pages left alone this long go back on the next call into the
