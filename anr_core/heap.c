@@ -349,7 +349,7 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
      * of needs nothing more: slabs start on a page, so every slot of that
      * class is aligned (aligned_alloc(64, 256), a 4 KiB page). */
     if (align > ALIGN && h->tc_on && size && !(align & (align - 1)) && align <= h->page_size &&
-        size <= h->cls[h->tc_classes - 1].size) {
+        size <= h->cls[h->tc_classes - 1].size && !(flags & ~ANR_ALLOC_ZERO)) {
         size_t s = (size + align - 1) & ~(align - 1);
         if (s <= h->cls[h->tc_classes - 1].size && h->cls[h->class_of[(s + 15) >> 4]].size % align == 0) {
             size = s;
@@ -370,7 +370,9 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
         return NULL;
     if (size == 0)
         size = 1;
-    if (h->tc_on && size <= h->cls[h->tc_classes - 1].size && align == ALIGN) {
+    /* Not for ANR_ALLOC_NO_HOOKS: a cache's refill may wait for the lock. */
+    if (h->tc_on && size <= h->cls[h->tc_classes - 1].size && align == ALIGN &&
+        !(flags & ANR_ALLOC_NO_HOOKS)) {
         unsigned cls = h->class_of[(size + 15) >> 4];
         void *p = _anr_tc_alloc(h, cls);
         if (p) {

@@ -99,12 +99,19 @@ void _anr_reuse_note_fresh(anr_heap *h, uint32_t n)
     h->reuse_keep = reuse_keep(h) + take;
 }
 
+/* Lock held: the ceiling in force plus `keep` (saturated). */
+static size_t allowed_dirty(const anr_heap *h, size_t keep)
+{
+    size_t c = _anr_ceiling(h);
+    return c + keep < c ? SIZE_MAX : c + keep;
+}
+
 /* Lock held: true if the dirty pages are within the allowance and the
  * oldest of them is still young, so a purge round would find nothing. */
 bool _anr_reuse_waits(const anr_heap *h)
 {
     size_t keep = h->young_ns ? reuse_keep(h) : 0;
-    return keep && h->pages_dirty <= _anr_ceiling(h) + keep && h->fifo_head != _ANR_NIL &&
+    return keep && h->pages_dirty <= allowed_dirty(h, keep) && h->fifo_head != _ANR_NIL &&
            _anr_now_ns() - _ANR_FREED_AT(&h->pages[h->fifo_head]) < h->young_ns;
 }
 
@@ -129,7 +136,7 @@ static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch, unsi
      * runs freed before the window, oldest first, up to the first young
      * one; past it, largest first until `floor` pages below it. */
     size_t keep = reuse && h->young_ns ? reuse_keep(h) : 0;
-    size_t allowed = _anr_ceiling(h) + keep;
+    size_t allowed = allowed_dirty(h, keep);
     bool by_age = keep && h->pages_dirty <= allowed;
     if (keep && !by_age && target < allowed - h->floor)
         target = allowed - h->floor;

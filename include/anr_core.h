@@ -72,7 +72,11 @@ typedef struct anr_core_hooks {
 typedef struct anr_core_options {
     size_t mapping_size;     /* bytes to reserve; 0 = default (4x RAM on 64-bit, 512 MiB on 32-bit) */
     size_t limit;            /* bytes of pages in use allowed; 0 = no limit (the mapping bounds it) */
-    size_t page_ceiling;     /* free-but-dirty pages allowed before a purge; 0 = default (1024) */
+    /* Free-but-dirty pages allowed before a purge; 0 = default (1024). The
+     * ceiling in force is never above the pages in use (nor below the
+     * floor): raise the floor, not the ceiling, to keep pages in a heap
+     * that empties out. */
+    size_t page_ceiling;
     size_t page_floor;       /* a purge goes down to this many dirty pages; default ceiling / 4 */
     const uint32_t *slab_sizes; /* increasing multiples of the alignment; NULL = built-in classes */
     size_t n_slab_sizes;

@@ -435,7 +435,7 @@ static void test_reuse_allowance(void **state)
     test_options(&o);
     o.page_ceiling = CEIL;
     o.page_floor = FLOOR;
-    o.young_ms = 300;
+    o.young_ms = 1000; /* room for the frees below under valgrind */
     o.decay_ms = UINT32_MAX; /* only the ceiling acts here */
     anr_heap *h = fx_init(state, &o);
     char *runs[NRUNS], *guard;
@@ -469,7 +469,7 @@ static void test_reuse_allowance(void **state)
     assert_int_equal(s.pages_dirty, (size_t)freed * RUN);
 
     /* Older than the window: the next call hands them back. */
-    struct timespec nap = {0, 400 * 1000 * 1000};
+    struct timespec nap = {1, 200 * 1000 * 1000};
     nanosleep(&nap, NULL);
     assert_int_equal(anr_core_free(h, runs[i++]), ANR_ERR_NONE);
     s = stats_of(h);

@@ -112,9 +112,9 @@ static void test_free_all_returns_pages(void **state)
     anr_heap *h = fx_init(state, NULL);
     const uint32_t *cls;
     size_t n = default_classes(&cls);
-    /* A thread cache keeps up to 3 slabs and its bin's (see below; up to
-     * 64 for the big classes, whose slabs hold one object): with caches,
-     * go to 72 slabs so that freeing all must give pages back. */
+    /* A thread cache keeps up to 3 slabs and its bin's (see below; for the
+     * big classes, whose slabs hold one object, a slab per binned object):
+     * with caches, go to 72 slabs so that freeing all must give pages back. */
     bool tc = getenv("ANR_TEST_THREAD_CACHE") && *getenv("ANR_TEST_THREAD_CACHE") == '1';
     const size_t want_slabs = tc ? 72 : 4;
     const size_t cap = (want_slabs - 1) * ANR_SLAB_MAX_OBJECTS + 1;
