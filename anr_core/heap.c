@@ -124,7 +124,7 @@ size_t _anr_unlock(anr_heap *h)
     else if (h->pages_dirty <= floor)
         h->draining = false;
     if (h->draining) {
-        if (!h->young_ns || !_anr_reuse_waits(h))
+        if (!_anr_reuse_waits(h))
             target = floor;
     } else if (!h->pages_dirty) {
         h->dirty_since = 0;
@@ -151,9 +151,9 @@ size_t anr_core_tick(anr_heap *h)
     _anr_lock(h);
     size_t floor = h->floor;
     bool over = h->pages_dirty > _anr_ceiling(h);
-    if (over && h->young_ns && _anr_reuse_waits(h))
-        over = false, floor = _ANR_NO_PURGE;
-    bool due = !over && floor != _ANR_NO_PURGE && h->pages_dirty && h->decay_ns && decay_due(h);
+    bool waits = over && _anr_reuse_waits(h); /* young pages within the allowance */
+    over = over && !waits;
+    bool due = !over && !waits && h->pages_dirty && h->decay_ns && decay_due(h);
     if (due)
         h->dirty_since = 0;
     unlock_mutex(h); /* not _anr_unlock: no purge round here */
@@ -253,9 +253,6 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
     h->hooks = opts->hooks;
     h->rounds = opts->more_memory_rounds ? opts->more_memory_rounds : DEFAULT_ROUNDS;
     h->advice = opts->purge_advice;
-    /* Real-time mode (no thread caches): small rounds, so that a malloc or
-     * free that purges stays in the tens of microseconds. */
-    h->round_pages = opts->thread_cache ? 1024u : 64u;
     h->bg_purge = opts->background_purge;
     h->young_ns = (uint64_t)opts->young_ms * 1000000u;
     h->ceiling = opts->page_ceiling ? opts->page_ceiling : DEFAULT_CEILING;
@@ -265,6 +262,9 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
     h->limit_pages = (opts->limit + page - 1) / page;
     h->decay_ns = opts->decay_ms == UINT32_MAX ? 0 : (uint64_t)opts->decay_ms * 1000000u;
     _anr_tc_init(h, opts, (_anr_tcache *)(map + sizeof(anr_heap)), slots);
+    /* Real-time mode (no thread caches): small rounds, so that a malloc or
+     * free that purges stays in the tens of microseconds. */
+    h->round_pages = h->tc_on ? 1024u : 64u;
     h->fifo_head = h->fifo_tail = _ANR_NIL;
     for (unsigned f = 0; f < _ANR_FL_COUNT; f++)
         for (unsigned s = 0; s < _ANR_SL_COUNT; s++)

@@ -180,9 +180,9 @@ static void file_purged(anr_heap *h, uint32_t head)
     uint32_t len = h->pages[head].len;
     h->pages_purging -= len;
     uint32_t merged = _anr_run_insert_clean(h, head, len);
-    /* Not in real-time mode (small rounds): there a madvise under the lock
+    /* Not in real-time mode (no thread caches): there a madvise under the lock
      * would hold up a real-time thread waiting for it. */
-    if (merged == _ANR_NIL || h->advice != ANR_PURGE_DONTNEED || h->round_pages < 1024u)
+    if (merged == _ANR_NIL || h->advice != ANR_PURGE_DONTNEED || !h->tc_on)
         return;
     uint32_t mlen = h->pages[merged].len, per = entries_per_page(h);
     if (mlen < 2 * per)
