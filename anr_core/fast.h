@@ -118,7 +118,8 @@ static inline _anr_page *_anr_tc_slot(const anr_heap *h, const void *p, unsigned
     unsigned c = __atomic_load_n(&e->cls, __ATOMIC_RELAXED);
     if (c >= h->tc_classes)
         return NULL;
-    /* Cached classes are at most 4 KiB: the slot is a multiply away. */
+    /* A slab spans at most 16 pages: the slot is a multiply by the
+     * class's reciprocal away (exact below 2^32 / size bytes). */
     const _anr_class *k = &h->cls[c];
     size_t soff = off - ((size_t)pi << h->page_shift);
     size_t i = (size_t)(((uint64_t)soff * k->recip) >> 32);

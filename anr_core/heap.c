@@ -380,6 +380,14 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
                 memset(p, 0, size);
             return p;
         }
+    } else if (h->run_max && align == ALIGN && !(flags & ANR_ALLOC_NO_HOOKS) &&
+               size <= ((size_t)h->run_max << h->page_shift)) {
+        void *p = _anr_run_bin_alloc(h, size);
+        if (p) {
+            if (flags & ANR_ALLOC_ZERO)
+                memset(p, 0, size);
+            return p;
+        }
     }
     if (size > h->map_size) {
         _anr_lock(h);
@@ -415,10 +423,10 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
         /* Past the limit (or the mapping): take back what thread caches
          * hold (this thread's now, the others' at their next call) and hand
          * back dirty pages, which count against the limit and block
-         * coalescing... */
-        if (!purged)
+         * coalescing, then try again (this thread's flush alone may have
+         * freed what it needs)... */
+        if (!purged && (have_dirty || h->tc_on)) {
             _anr_tc_flush_all(h);
-        if (!purged && have_dirty) {
             purged = true;
             _anr_purge(h, 0, true, false);
             continue;
@@ -551,7 +559,7 @@ anr_error anr_core_free(anr_heap *h, void *p)
         return err;
     }
     anr_error err;
-    if (h->tc_on && _anr_tc_free(h, p, &err))
+    if (h->tc_on && (_anr_tc_free(h, p, &err) || (h->run_max && _anr_run_bin_free(h, p, &err))))
         return err;
     if (!_anr_trylock(h)) {
         /* Never block: queue it for whoever holds the lock. A pointer that

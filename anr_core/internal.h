@@ -115,6 +115,10 @@ static inline size_t _anr_slot_of(const _anr_class *c, size_t off)
 /* Runs purged per pass: madvise calls are made from a stack array of this size. */
 #define _ANR_PURGE_BATCH 32
 
+/* Thread caches also keep freed page runs of up to this many pages (and
+ * 64 KiB) in bins by length (runbins.c). */
+#define _ANR_RUN_BIN_PAGES 16u
+
 /* A thread's cache (tcache.c). A fixed table of these sits after the heap
  * struct; a slot is taken on a thread's first small allocation. */
 typedef struct _anr_tcache {
@@ -141,6 +145,13 @@ typedef struct _anr_tcache {
      * one pins a slab). `bin_spills` counts those fills. */
     uint16_t bin_cap[ANR_MAX_CLASSES];
     uint8_t bin_spills[ANR_MAX_CLASSES];
+    /* Run bins (runbins.c): freed page runs by length, the same way. */
+    void *run_bin[_ANR_RUN_BIN_PAGES + 1];
+    uint16_t run_n[_ANR_RUN_BIN_PAGES + 1];
+    uint16_t run_cap[_ANR_RUN_BIN_PAGES + 1];
+    uint8_t run_spills[_ANR_RUN_BIN_PAGES + 1];
+    uint8_t run_hit[_ANR_RUN_BIN_PAGES + 1]; /* served a malloc since it last ran dry */
+    _Atomic size_t run_bytes; /* in all run bins; only the owner writes */
 } _anr_tcache;
 
 struct anr_heap {
@@ -167,6 +178,7 @@ struct anr_heap {
     unsigned tc_classes;     /* classes [0, tc_classes) are cached */
     size_t tc_fast_max;      /* largest size the fast path serves; 0 = caches off */
     size_t tc_max_bytes;     /* free bytes one cache may hold before it trims */
+    size_t tc_run_bytes;     /* bytes of runs one cache's run bins may hold */
     uint32_t tc_slots;
     uint32_t tc_unused;      /* slots from here on were never handed out (under lock) */
     _anr_tcache *tcaches;
@@ -181,6 +193,8 @@ struct anr_heap {
      * before the object is queued twice; also scrambles bin links. */
     uint64_t free_key;
     uint16_t bin_max[ANR_MAX_CLASSES]; /* largest bin capacity per class */
+    uint32_t run_min, run_max; /* run lengths the run bins keep; 0 = none */
+    uint16_t run_bin_max[_ANR_RUN_BIN_PAGES + 1]; /* largest run bin capacity */
 
     /* Under `lock`. On a cache line of its own: the fast paths read the
      * fields above on every call and must not share a line with the lock. */
@@ -352,6 +366,22 @@ void _anr_tc_flush_all(anr_heap *h);
 void _anr_tc_cached(const anr_heap *h, size_t *objs, size_t *bytes);
 void _anr_tc_fork_child(anr_heap *h);
 void _anr_tc_forget(anr_heap *h);
+/* This thread's cache of `h`, made on first use; NULL if it cannot have one. */
+_anr_tcache *_anr_tc_get(anr_heap *h);
+/* Owner: flushes the cache if the heap asked every cache to (flush_epoch). */
+void _anr_tc_sync(anr_heap *h, _anr_tcache *tc);
+
+/* --- runbins.c: freed page runs kept by thread caches --- */
+void _anr_run_bins_init(anr_heap *h, size_t run_bytes);
+void _anr_run_bins_reset(const anr_heap *h, _anr_tcache *tc);
+/* A run of `size` bytes from this thread's bins, or NULL. */
+void *_anr_run_bin_alloc(anr_heap *h, size_t size);
+/* Frees `p` into this thread's bins if it is a run they keep: true if done
+ * (*err says how it went). */
+bool _anr_run_bin_free(anr_heap *h, void *p, anr_error *err);
+/* Lock held: frees every run in the cache's bins. */
+void _anr_run_bins_drain_locked(anr_heap *h, _anr_tcache *tc);
+void _anr_run_bins_cached(const anr_heap *h, const _anr_tcache *tc, size_t *objs, size_t *bytes);
 
 /* --- slab.c: slabs handed to and from thread caches (lock held) --- */
 /* A slab of `cls` with free slots, off the partial list (new if none). */

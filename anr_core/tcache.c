@@ -35,6 +35,9 @@
  * stored XORed with the key and checked when followed, so a use after free
  * that scribbles on one is reported instead of handing out a wild pointer.
  *
+ * Freed page runs past the largest class wait in run bins (runbins.c),
+ * which go back with the rest of the cache.
+ *
  * The fast paths themselves, and their instruction budget, are in fast.h.
  */
 #include <stdalign.h>
@@ -53,13 +56,33 @@ static _Atomic uint64_t heap_generation;
 
 /* Largest bin capacity: about BIN_BYTES per class, between BIN_MIN and
  * BIN_MAX objects. A bin starts at BIN_START (or less) and adapts between
- * BIN_FLOOR and that. */
+ * BIN_FLOOR and that. Classes past BIG_CLASS (a few objects per slab: each
+ * binned one pins its slab) get about BIG_BIN_BYTES (at least 2) and a
+ * floor of about BIG_FLOOR_BYTES (at least 1). */
 #define BIN_BYTES 32768u
 #define BIN_MIN 16u
 #define BIN_MAX 64u
 #define BIN_START 16u
 #define BIN_FLOOR 4u
 #define BIN_SHRINK_AFTER 4u
+#define BIG_CLASS 4096u
+#define BIG_BIN_BYTES 65536u
+#define BIG_FLOOR_BYTES 16384u
+
+static uint16_t bin_max_of(uint32_t size)
+{
+    uint32_t cap = (size > BIG_CLASS ? BIG_BIN_BYTES : BIN_BYTES) / size;
+    if (size > BIG_CLASS)
+        return (uint16_t)(cap < 2 ? 2 : cap);
+    return (uint16_t)(cap < BIN_MIN ? BIN_MIN : cap > BIN_MAX ? BIN_MAX : cap);
+}
+
+static unsigned bin_floor_of(uint32_t size)
+{
+    if (size <= BIG_CLASS)
+        return BIN_FLOOR;
+    return BIG_FLOOR_BYTES / size ? BIG_FLOOR_BYTES / size : 1;
+}
 
 static inline uint8_t *slab_addr(const anr_heap *h, uint32_t head)
 {
@@ -117,20 +140,17 @@ void _anr_tc_init(anr_heap *h, const anr_core_options *o, _anr_tcache *table, ui
     h->tc_slots = slots;
     h->tc_unused = 0;
     h->tc_free = _ANR_NIL;
-    size_t max_size = o->tcache_max_size ? o->tcache_max_size : 4096;
+    size_t max_size = o->tcache_max_size ? o->tcache_max_size : 16384;
     unsigned n = 0;
-    if (max_size > 4096)
-        max_size = 4096; /* the fast free finds the slot by a multiply (fast.h) */
     while (n < h->nclasses && h->cls[n].size <= max_size)
         n++;
     h->tc_classes = n;
-    for (unsigned c = 0; c < n; c++) {
-        uint32_t cap = BIN_BYTES / h->cls[c].size;
-        h->bin_max[c] = (uint16_t)(cap < BIN_MIN ? BIN_MIN : cap > BIN_MAX ? BIN_MAX : cap);
-    }
+    for (unsigned c = 0; c < n; c++)
+        h->bin_max[c] = bin_max_of(h->cls[c].size);
     h->tc_max_bytes = o->tcache_max_bytes ? o->tcache_max_bytes : (size_t)1 << 20;
     h->tc_on = o->thread_cache && slots > 0 && n > 0;
     h->tc_fast_max = h->tc_on ? h->cls[n - 1].size : 0;
+    _anr_run_bins_init(h, o->tcache_run_bytes);
     atomic_init(&h->tc_key_state, 0);
     atomic_init(&h->flush_epoch, 0);
 }
@@ -452,6 +472,7 @@ static void flush_locked(anr_heap *h, _anr_tcache *tc)
 {
     for (unsigned c = 0; c < h->tc_classes; c++)
         bin_drain_locked(h, tc, c);
+    _anr_run_bins_drain_locked(h, tc);
     for (unsigned c = 0; c < h->tc_classes; c++) {
         if (tc->cur[c] != _ANR_NIL) {
             uint32_t pi = tc->cur[c];
@@ -544,6 +565,7 @@ static _anr_tcache *slot_take(anr_heap *h)
         tc->bin_cap[c] = (uint16_t)(h->bin_max[c] < BIN_START ? h->bin_max[c] : BIN_START);
         tc->bin_spills[c] = 0;
     }
+    _anr_run_bins_reset(h, tc);
     return tc;
 }
 
@@ -579,6 +601,18 @@ static inline _anr_tcache *tc_get(anr_heap *h)
     if (__builtin_expect(_anr_tls.heap == h && _anr_tls.gen == h->gen, 1))
         return _anr_tls.tc;
     return tc_create(h);
+}
+
+_anr_tcache *_anr_tc_get(anr_heap *h) { return tc_get(h); }
+
+void _anr_tc_sync(anr_heap *h, _anr_tcache *tc)
+{
+    if (tc->epoch != atomic_load_explicit(&h->flush_epoch, memory_order_relaxed)) {
+        tc->epoch = atomic_load(&h->flush_epoch);
+        _anr_lock(h);
+        flush_locked(h, tc);
+        _anr_unlock(h);
+    }
 }
 
 /* Lock held. Takes a new slab of `cls` from the heap as the cache's `cur`.
@@ -657,12 +691,7 @@ static inline void *take_slot(anr_heap *h, _anr_tcache *tc, uint32_t head, unsig
 
 static void *alloc_slow(anr_heap *h, _anr_tcache *tc, unsigned cls)
 {
-    if (tc->epoch != atomic_load_explicit(&h->flush_epoch, memory_order_relaxed)) {
-        tc->epoch = atomic_load(&h->flush_epoch);
-        _anr_lock(h);
-        flush_locked(h, tc);
-        _anr_unlock(h);
-    }
+    _anr_tc_sync(h, tc);
     if (tc->bin[cls]) /* the fast path found a broken link: report, drop the rest */
         return bin_pop(h, tc, cls);
     uint32_t head = tc->cur[cls];
@@ -706,7 +735,7 @@ static void bin_full(anr_heap *h, _anr_tcache *tc, unsigned cls)
      * mallocs here (a consumer, or a program freeing everything): shrink. */
     if (++tc->bin_spills[cls] >= BIN_SHRINK_AFTER) {
         tc->bin_spills[cls] = 0;
-        if (tc->bin_cap[cls] > BIN_FLOOR)
+        if (tc->bin_cap[cls] > bin_floor_of(h->cls[cls].size))
             tc->bin_cap[cls] = (uint16_t)(tc->bin_cap[cls] / 2u);
     }
     bin_spill(h, tc, cls, tc->bin_cap[cls] / 2u);
@@ -812,6 +841,7 @@ void _anr_tc_cached(const anr_heap *h, size_t *objs, size_t *bytes)
             *objs += n;
             *bytes += n * h->cls[c].size;
         }
+        _anr_run_bins_cached(h, tc, objs, bytes);
     }
 }
 
@@ -829,6 +859,9 @@ void _anr_tc_fork_child(anr_heap *h)
         if (i + 1 != mine && h->tcaches[i].active)
             for (unsigned c = 0; c < h->tc_classes; c++)
                 bin_drain_locked(h, &h->tcaches[i], c);
+    for (uint32_t i = 0; i < h->tc_unused; i++)
+        if (i + 1 != mine && h->tcaches[i].active)
+            _anr_run_bins_drain_locked(h, &h->tcaches[i]);
     for (uint32_t pi = 0; pi < h->top;) {
         _anr_page *e = &h->pages[pi];
         /* Releasing a slab may merge it with its neighbours, leaving tails

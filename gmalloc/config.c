@@ -43,6 +43,7 @@ typedef enum gm_key {
     KEY_THREAD_CACHE,
     KEY_THREAD_CACHE_MAX_SIZE,
     KEY_THREAD_CACHE_BYTES,
+    KEY_THREAD_CACHE_RUN_BYTES,
     KEY_DECAY_MS,
     KEY_REUSE_MS,
     KEY_PURGE_THREAD,
@@ -56,7 +57,8 @@ typedef enum gm_key {
 static const char *const key_names[KEY_COUNT] = {
     "MAPPING",  "LIMIT",    "PAGE_CEILING", "PAGE_FLOOR", "SLAB_SIZES",
     "ON_LIMIT", "ON_ERROR", "PURGE",        "STATS",
-    "THREAD_CACHE", "THREAD_CACHE_MAX_SIZE", "THREAD_CACHE_BYTES", "DECAY_MS",
+    "THREAD_CACHE", "THREAD_CACHE_MAX_SIZE", "THREAD_CACHE_BYTES",
+    "THREAD_CACHE_RUN_BYTES", "DECAY_MS",
     "REUSE_MS", "PURGE_THREAD", "MEMBROKER", "DEBUG", "DEBUG_SOCKET",
 };
 
@@ -442,11 +444,14 @@ static bool set_key(gm_config *cfg, gm_key key, const char *v, size_t n, set_err
     }
     case KEY_THREAD_CACHE_MAX_SIZE:
     case KEY_THREAD_CACHE_BYTES:
+    case KEY_THREAD_CACHE_RUN_BYTES:
         if ((st = parse_size(word, wlen, &num)) != NUM_OK) return fail_num(e, size_why, st);
         if (key == KEY_THREAD_CACHE_MAX_SIZE)
             cfg->tcache_max_size = num;
-        else
+        else if (key == KEY_THREAD_CACHE_BYTES)
             cfg->tcache_max_bytes = num;
+        else
+            cfg->tcache_run_bytes = num;
         return true;
     case KEY_DECAY_MS:
         if (eq_ci(word, wlen, "NEVER")) {

@@ -34,6 +34,7 @@ typedef struct gm_config {
     bool thread_cache;     /* THREAD_CACHE on|off: per-thread caches of small objects */
     size_t tcache_max_size; /* THREAD_CACHE_MAX_SIZE: largest size cached; 0 = default */
     size_t tcache_max_bytes; /* THREAD_CACHE_BYTES: free bytes per thread; 0 = default */
+    size_t tcache_run_bytes; /* THREAD_CACHE_RUN_BYTES: freed page runs per thread; 0 = default */
     uint32_t decay_ms;     /* DECAY_MS: quiet time before dirty pages go back; 0 = default */
     uint32_t reuse_ms;     /* REUSE_MS: the reuse window (anr_core young_ms); 0 = off */
     bool purge_thread;     /* PURGE_THREAD on|off: a background thread applies DECAY_MS */

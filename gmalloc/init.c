@@ -181,6 +181,7 @@ static anr_heap *init_heap(void)
     opts.thread_cache = _gm_cfg.thread_cache;
     opts.tcache_max_size = _gm_cfg.tcache_max_size;
     opts.tcache_max_bytes = _gm_cfg.tcache_max_bytes;
+    opts.tcache_run_bytes = _gm_cfg.tcache_run_bytes;
     opts.background_purge = _gm_cfg.purge_thread; /* purger.c starts it (or turns this off) */
     opts.young_ms = _gm_cfg.reuse_ms;
     if (_gm_cfg.decay_ms)

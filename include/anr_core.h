@@ -86,8 +86,12 @@ typedef struct anr_core_options {
     /* Per-thread caches of small objects (off = the deterministic real-time
      * mode: every operation takes the heap lock and is bounded). */
     bool thread_cache;
-    size_t tcache_max_size;  /* largest size cached; 0 = default (4096); at most 4096 */
+    size_t tcache_max_size;  /* largest size cached; 0 = default (16 KiB: every built-in class) */
     size_t tcache_max_bytes; /* free bytes one thread may hold before it trims; 0 = 1 MiB */
+    /* Freed page runs (past the largest class, up to 16 pages and 64 KiB)
+     * one thread keeps for its next mallocs of the same length; 0 = default
+     * (2 MiB); less than one such run (e.g. 1) = none. */
+    size_t tcache_run_bytes;
     unsigned tcache_slots;   /* threads that can have a cache at once; 0 = default (256) */
     /* Dirty pages left alone this long go back on the next call into the
      * heap (or by anr_core_tick()); 0 = default (1000 ms); UINT32_MAX = never. */

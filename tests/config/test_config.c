@@ -162,6 +162,31 @@ static void test_purge_timing_keys(void **state)
     assert_int_equal(cfg.decay_ms, UINT32_MAX);
 }
 
+/* The thread-cache keys: sizes with suffixes, 0 = the engine's default. */
+static void test_thread_cache_keys(void **state)
+{
+    (void)state;
+    gm_config cfg;
+    gm_config_defaults(&cfg);
+    assert_int_equal(cfg.tcache_run_bytes, 0);
+    recorder rec;
+    assert_int_equal(parse(&cfg,
+                           "THREAD_CACHE off\nTHREAD_CACHE_MAX_SIZE 8K\n"
+                           "THREAD_CACHE_BYTES 512K\nTHREAD_CACHE_RUN_BYTES 4M\n",
+                           &rec),
+                     0);
+    assert_int_equal(rec.n, 0);
+    assert_false(cfg.thread_cache);
+    assert_int_equal(cfg.tcache_max_size, 8192);
+    assert_int_equal(cfg.tcache_max_bytes, 512 << 10);
+    assert_int_equal(cfg.tcache_run_bytes, 4 << 20);
+    /* A bad value is reported with its line and changes nothing. */
+    assert_int_equal(parse(&cfg, "THREAD_CACHE_RUN_BYTES lots\nTHREAD_CACHE_RUN_BYTES 1\n", &rec),
+                     1);
+    assert_int_equal(rec.n, 1);
+    assert_int_equal(cfg.tcache_run_bytes, 1);
+}
+
 /* DEBUG (the debug kit's words) and DEBUG_SOCKET. */
 static void test_debug_keys(void **state)
 {
@@ -1051,6 +1076,7 @@ int main(void)
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_every_key),
         cmocka_unit_test(test_purge_timing_keys),
+        cmocka_unit_test(test_thread_cache_keys),
         cmocka_unit_test(test_debug_keys),
         cmocka_unit_test(test_stats_spellings),
         cmocka_unit_test(test_keys_case_insensitive),

@@ -60,6 +60,11 @@ static inline void test_options(anr_core_options *o)
     o->thread_cache = tc && *tc == '1';
 }
 
+/* For tests that watch the page-run layer itself (coalescing, dirty pages,
+ * purging): freed runs go straight back to the heap instead of waiting in
+ * a thread cache's run bins for reuse. */
+static inline void runs_uncached(anr_core_options *o) { o->tcache_run_bytes = 1; }
+
 /* Creates the test's heap with `o` (NULL: test_options()). */
 static inline anr_heap *fx_init(void **state, const anr_core_options *o)
 {
@@ -74,6 +79,15 @@ static inline anr_heap *fx_init(void **state, const anr_core_options *o)
     assert_int_equal(rc, 0);
     assert_non_null(fx->heap);
     return fx->heap;
+}
+
+/* fx_init() with test_options() and runs_uncached(). */
+static inline anr_heap *fx_init_runs(void **state)
+{
+    anr_core_options o;
+    test_options(&o);
+    runs_uncached(&o);
+    return fx_init(state, &o);
 }
 
 static inline size_t sys_page(void)

@@ -45,7 +45,7 @@ static void test_large_usable_is_page_multiple(void **state)
 /* Pages in use follow large objects exactly. */
 static void test_large_pages_in_use(void **state)
 {
-    anr_heap *h = fx_init(state, NULL);
+    anr_heap *h = fx_init_runs(state);
     size_t pg = sys_page(), l0 = min_large_pages();
     size_t np = l0 + 6, nq = l0 + 3; /* pages of p and q */
     anr_core_stats s0 = stats_of(h);
@@ -77,7 +77,7 @@ static size_t run_bytes(void)
  * C, then B: the three coalesce and a 3*R allocation gets A's address. */
 static void test_coalesce_three(void **state)
 {
-    anr_heap *h = fx_init(state, NULL);
+    anr_heap *h = fx_init_runs(state);
     size_t R = run_bytes();
     char *a = must_alloc(h, R);
     assert_verify(h);
@@ -118,7 +118,7 @@ static void test_coalesce_three(void **state)
 /* Same, but freed in the other orders: B first, then A, then C; and C, B, A. */
 static void test_coalesce_orders(void **state)
 {
-    anr_heap *h = fx_init(state, NULL);
+    anr_heap *h = fx_init_runs(state);
     size_t R = run_bytes();
     static const int orders[][3] = {{1, 0, 2}, {2, 1, 0}, {0, 1, 2}};
     for (size_t o = 0; o < 3; o++) {
@@ -158,7 +158,7 @@ static void test_coalesce_orders(void **state)
 /* Free runs of different lengths are reused before the heap grows. */
 static void test_reuse_before_growing(void **state)
 {
-    anr_heap *h = fx_init(state, NULL);
+    anr_heap *h = fx_init_runs(state);
     size_t pg = sys_page(), l0 = min_large_pages();
     /* run lengths in pages, all above the slab classes */
     size_t lens[] = {l0 + 3, l0 + 7, l0 + 2, l0 + 12, l0 + 5};

@@ -23,6 +23,7 @@ static anr_heap *heap_with_marks(void **state, size_t ceiling, size_t floor)
 {
     anr_core_options o;
     test_options(&o);
+    runs_uncached(&o);
     o.page_ceiling = ceiling;
     o.page_floor = floor;
     return fx_init(state, &o);
@@ -280,7 +281,7 @@ static size_t rss_bytes(void)
 /* RSS really falls when ~64 MiB is freed and purged. */
 static void test_rss_drops(void **state)
 {
-    anr_heap *h = fx_init(state, NULL);
+    anr_heap *h = fx_init_runs(state);
     enum { N = 16 };
     char *p[N];
     for (int i = 0; i < N; i++) {
@@ -307,6 +308,7 @@ static void zero_after_purge(void **state, anr_purge_advice advice)
 {
     anr_core_options o;
     test_options(&o);
+    runs_uncached(&o);
     o.purge_advice = advice;
     anr_heap *h = fx_init(state, &o);
     size_t pg = sys_page();
@@ -370,6 +372,7 @@ static void test_background_purge(void **state)
 {
     anr_core_options o;
     test_options(&o);
+    runs_uncached(&o);
     o.page_ceiling = CEIL;
     o.page_floor = FLOOR;
     o.background_purge = true;
@@ -433,6 +436,7 @@ static void test_reuse_allowance(void **state)
 {
     anr_core_options o;
     test_options(&o);
+    runs_uncached(&o);
     o.page_ceiling = CEIL;
     o.page_floor = FLOOR;
     o.young_ms = 1000; /* room for the frees below under valgrind */

@@ -92,7 +92,7 @@ static void test_random_resizes(void **state)
  * the free neighbour leaves the rest free and reusable. */
 static void test_large_grows_in_place(void **state)
 {
-    anr_heap *h = fx_init(state, NULL);
+    anr_heap *h = fx_init_runs(state); /* the neighbour must be free in the heap */
     size_t pg = sys_page(), n = min_large_pages() + 2;
     char *a = anr_core_alloc(h, n * pg, 0, 0);
     char *b = anr_core_alloc(h, 2 * n * pg, 0, 0);

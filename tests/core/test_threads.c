@@ -212,6 +212,7 @@ static void test_tick_holds_lock(void **state)
     o.page_ceiling = 100000;
     o.page_floor = 100000; /* the frees leave it all dirty, for the tick */
     o.decay_ms = 1;
+    runs_uncached(&o); /* the frees must reach the heap's dirty pages */
     anr_heap *h = fx_init(state, &o);
     atomic_store(&lock_violations, 0);
     make_dirty(h, 4, min_large_pages());

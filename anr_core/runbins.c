@@ -1,0 +1,254 @@
+/* Run bins: a thread cache's short lists of page runs it freed, by length.
+ *
+ * Requests past the largest size class are page runs, and each one took the
+ * heap lock twice (malloc and free) plus a coalesce and a split. A thread
+ * that frees a run of n pages (n up to _ANR_RUN_BIN_PAGES, at most 64 KiB)
+ * keeps it on bin n; its next malloc that needs n pages pops it, with no
+ * lock. A binned run stays tagged in use in the page map (the heap counts
+ * it in use; statistics subtract it, as they do slab bins) and carries the
+ * free key in word 1, so a second free, a realloc or a size query of it is
+ * reported as a double free by the locked path. Links are XORed with the
+ * key and checked when followed (fast.h's bin_next).
+ *
+ * Bounds: per bin at most RUN_BIN_BYTES (at least one run), per thread at
+ * most tc_run_bytes in all bins (THREAD_CACHE_RUN_BYTES). A bin's capacity adapts as the slab bins'
+ * do, but goes down to 0: it starts at RUN_CAP_START, doubles when malloc
+ * finds the bin empty and halves when frees find it full RUN_SHRINK_AFTER
+ * times in a row, so a thread that only frees (a consumer, a program freeing
+ * everything) ends up keeping none. Bins go back with the rest of the cache
+ * (thread exit, flush requests, fork).
+ */
+#include "fast.h"
+
+#define RUN_BIN_BYTES ((size_t)512 << 10)
+#define DEFAULT_RUN_BYTES ((size_t)2 << 20)
+#define RUN_CAP_START 2u
+#define RUN_SHRINK_AFTER 4u
+
+void _anr_run_bins_init(anr_heap *h, size_t run_bytes)
+{
+    h->run_min = h->run_max = 0;
+    h->tc_run_bytes = run_bytes ? run_bytes : DEFAULT_RUN_BYTES;
+    if (!h->tc_on)
+        return;
+    size_t largest = h->cls[h->nclasses - 1].size;
+    uint32_t lo = (uint32_t)((largest >> h->page_shift) + 1);
+    uint32_t hi = (uint32_t)(((size_t)64 << 10) >> h->page_shift);
+    if (hi > _ANR_RUN_BIN_PAGES)
+        hi = _ANR_RUN_BIN_PAGES;
+    if (hi < lo || h->tc_run_bytes < h->page_size * lo)
+        return;
+    h->run_min = lo;
+    h->run_max = hi;
+    for (uint32_t n = lo; n <= hi; n++) {
+        size_t cap = RUN_BIN_BYTES / ((size_t)n << h->page_shift);
+        h->run_bin_max[n] = (uint16_t)(cap ? cap : 1);
+    }
+}
+
+void _anr_run_bins_reset(const anr_heap *h, _anr_tcache *tc)
+{
+    for (uint32_t n = 0; n <= _ANR_RUN_BIN_PAGES; n++) {
+        tc->run_bin[n] = NULL;
+        tc->run_n[n] = 0;
+        tc->run_cap[n] = (uint16_t)(h->run_bin_max[n] < RUN_CAP_START ? h->run_bin_max[n]
+                                                                       : RUN_CAP_START);
+        tc->run_spills[n] = 0;
+        tc->run_hit[n] = 0;
+    }
+    atomic_store_explicit(&tc->run_bytes, 0, memory_order_relaxed);
+}
+
+/* The run after `p` in a bin: NULL at the end, BIN_BAD if the link was
+ * overwritten (it does not decode to a page start in the data). */
+static inline void *run_next(const anr_heap *h, const void *p)
+{
+    void *next = bin_next(h, p);
+    return next != BIN_BAD && (uintptr_t)next % h->page_size ? BIN_BAD : next;
+}
+
+/* Owner: bytes in all bins, after the counts changed. */
+static void run_recount(const anr_heap *h, _anr_tcache *tc)
+{
+    size_t pages = 0;
+    for (uint32_t n = h->run_min; n <= h->run_max; n++)
+        pages += (size_t)tc->run_n[n] * n;
+    atomic_store_explicit(&tc->run_bytes, pages << h->page_shift, memory_order_relaxed);
+}
+
+static inline void run_count(const anr_heap *h, _anr_tcache *tc, uint32_t n, unsigned count)
+{
+    long delta = ((long)count - (long)tc->run_n[n]) * (long)n;
+    __atomic_store_n(&tc->run_n[n], (uint16_t)count, __ATOMIC_RELAXED);
+    size_t bytes = atomic_load_explicit(&tc->run_bytes, memory_order_relaxed);
+    atomic_store_explicit(&tc->run_bytes, bytes + (size_t)(delta << h->page_shift),
+                          memory_order_relaxed);
+}
+
+void *_anr_run_bin_alloc(anr_heap *h, size_t size)
+{
+    uint32_t n = (uint32_t)((size + h->page_size - 1) >> h->page_shift);
+    if (n < h->run_min || n > h->run_max)
+        return NULL;
+    _anr_tcache *tc = _anr_tc_get(h);
+    if (!tc)
+        return NULL;
+    _anr_tc_sync(h, tc);
+    void *p = tc->run_bin[n];
+    if (!p) {
+        /* Ran dry after serving mallocs: runs of this length are freed and
+         * allocated again here; let it grow. (An empty bin that never
+         * served one, as in a phase that only allocates, stays small.) */
+        if (tc->run_hit[n]) {
+            unsigned cap = tc->run_cap[n] ? tc->run_cap[n] * 2u : 1u;
+            tc->run_cap[n] = (uint16_t)(cap < h->run_bin_max[n] ? cap : h->run_bin_max[n]);
+            tc->run_hit[n] = 0;
+        }
+        tc->run_spills[n] = 0;
+        return NULL;
+    }
+    tc->run_hit[n] = 1;
+    void *next = run_next(h, p);
+    if (next == BIN_BAD) {
+        /* A use after free scribbled on the link: the rest stays counted in
+         * use (a leak, never a wild pointer). */
+        _anr_report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, p);
+        tc->run_bin[n] = NULL;
+        tc->run_n[n] = 0;
+        run_recount(h, tc);
+    } else {
+        tc->run_bin[n] = next;
+        run_count(h, tc, n, tc->run_n[n] - 1u);
+    }
+    _anr_key_clear(p);
+    return p;
+}
+
+/* Owner, lock not held: frees every run of bin n after its newest `keep`,
+ * under the lock if it is free, else through the deferred list (free()
+ * never waits). */
+static void run_spill(anr_heap *h, _anr_tcache *tc, uint32_t n, unsigned keep)
+{
+    void *rest = tc->run_bin[n], *tail = NULL;
+    unsigned kept = 0;
+    while (rest && kept < keep) {
+        void *next = run_next(h, rest);
+        if (next == BIN_BAD) {
+            _anr_report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, rest);
+            next = NULL;
+        }
+        tail = rest;
+        kept++;
+        rest = next;
+    }
+    if (tail)
+        *(uintptr_t *)tail = bin_link(h, NULL);
+    else
+        tc->run_bin[n] = NULL;
+    /* The rest, relinked through plain pointers as the deferred list wants. */
+    void *first = NULL, *last = NULL;
+    size_t gone = 0;
+    while (rest) {
+        void *next = run_next(h, rest);
+        *(void **)rest = first;
+        first = rest;
+        if (!last)
+            last = rest;
+        gone++;
+        if (next == BIN_BAD) {
+            _anr_report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, rest);
+            break;
+        }
+        rest = next;
+    }
+    tc->run_n[n] = (uint16_t)kept;
+    run_recount(h, tc);
+    if (!gone)
+        return;
+    if (!_anr_trylock(h)) {
+        _anr_defer_chain(h, first, last, gone);
+        return;
+    }
+    for (void *p = first; p;) {
+        void *next = p == last ? NULL : *(void **)p;
+        _anr_key_clear(p);
+        _anr_free_locked(h, p, ANR_OP_FREE);
+        p = next;
+    }
+    _anr_unlock_and_purge(h, false);
+}
+
+bool _anr_run_bin_free(anr_heap *h, void *p, anr_error *err)
+{
+    size_t off = (size_t)((uint8_t *)p - h->data);
+    if (off & (h->page_size - 1))
+        return false;
+    const _anr_page *e = &h->pages[off >> h->page_shift];
+    if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_LARGE)
+        return false;
+    uint32_t n = __atomic_load_n(&e->len, __ATOMIC_RELAXED);
+    if (n < h->run_min || n > h->run_max)
+        return false;
+    _anr_tcache *tc = _anr_tc_mine(h);
+    if (!tc || tc->epoch != atomic_load_explicit(&h->flush_epoch, memory_order_relaxed))
+        return false;
+    if (_anr_key_is_set(h, p)) {
+        *err = ANR_ERR_DOUBLE_FREE;
+        _anr_report(h, ANR_ERR_DOUBLE_FREE, ANR_OP_FREE, p);
+        return true;
+    }
+    *err = ANR_ERR_NONE;
+    size_t bytes = (size_t)n << h->page_shift;
+    bool over = atomic_load_explicit(&tc->run_bytes, memory_order_relaxed) + bytes > h->tc_run_bytes;
+    if (tc->run_n[n] >= tc->run_cap[n]) {
+        /* Full again and again with no malloc finding it empty between:
+         * this thread frees more than it allocates here. */
+        if (++tc->run_spills[n] >= RUN_SHRINK_AFTER) {
+            tc->run_spills[n] = 0;
+            tc->run_cap[n] = (uint16_t)(tc->run_cap[n] / 2u);
+        }
+        run_spill(h, tc, n, tc->run_cap[n] / 2u);
+    } else if (over && tc->run_n[n]) {
+        run_spill(h, tc, n, tc->run_n[n] / 2u); /* at the bound: make room here */
+    }
+    if (!tc->run_cap[n] ||
+        atomic_load_explicit(&tc->run_bytes, memory_order_relaxed) + bytes > h->tc_run_bytes)
+        return false; /* the locked path frees it */
+    *(uintptr_t *)p = bin_link(h, tc->run_bin[n]);
+    _anr_key_set(h, p);
+    tc->run_bin[n] = p;
+    run_count(h, tc, n, tc->run_n[n] + 1u);
+    return true;
+}
+
+void _anr_run_bins_drain_locked(anr_heap *h, _anr_tcache *tc)
+{
+    for (uint32_t n = h->run_min; n && n <= h->run_max; n++) {
+        void *p = tc->run_bin[n];
+        /* At most cap + 1 links: in a forked child the owner may have been
+         * caught mid-push. */
+        unsigned left = h->run_bin_max[n] + 1u;
+        tc->run_bin[n] = NULL;
+        __atomic_store_n(&tc->run_n[n], 0, __ATOMIC_RELAXED);
+        while (p && left--) {
+            void *next = run_next(h, p);
+            _anr_key_clear(p);
+            _anr_free_locked(h, p, ANR_OP_FREE);
+            if (next == BIN_BAD) {
+                _anr_report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, p);
+                break;
+            }
+            p = next;
+        }
+    }
+    atomic_store_explicit(&tc->run_bytes, 0, memory_order_relaxed);
+}
+
+void _anr_run_bins_cached(const anr_heap *h, const _anr_tcache *tc, size_t *objs, size_t *bytes)
+{
+    for (uint32_t n = h->run_min; n && n <= h->run_max; n++) {
+        size_t k = __atomic_load_n(&tc->run_n[n], __ATOMIC_RELAXED);
+        *objs += k;
+        *bytes += (k * n) << h->page_shift;
+    }
+}
