@@ -118,7 +118,8 @@ size_t _anr_unlock(anr_heap *h)
     /* Hysteresis: past the ceiling, every call hands back a bounded round
      * until the floor is reached, so purges come in runs of rounds, not one
      * small madvise per free at the ceiling. */
-    size_t floor = h->floor, ceiling = (h->bg_purge ? 2 : 1) * _anr_ceiling(h);
+    size_t floor = h->floor,
+           ceiling = (h->bg_purge ? ANR_BACKGROUND_PURGE_SLACK : 1) * _anr_ceiling(h);
     if (h->pages_dirty > ceiling)
         h->draining = true;
     else if (h->pages_dirty <= floor)

@@ -100,8 +100,10 @@ typedef struct _anr_class {
 
 /* The slot of byte offset `off` in a slab of class `c`, without a divide.
  * Exact while off * size < 2^32: slabs are at most 16 pages, so this holds
- * for pages up to 64 KiB and every class up to 4 KiB (thread caches take
- * classes up to 2 KiB); larger classes divide. */
+ * for pages up to 64 KiB and every class up to 4 KiB; larger classes
+ * divide. (fast.h's lock-free lookup multiplies for every cached class and
+ * accepts a slot only if slot * size == off; where the multiply is off, as
+ * with 64 KiB pages and classes past 4 KiB, it falls back to this.) */
 static inline size_t _anr_slot_of(const _anr_class *c, size_t off)
 {
     if (c->size <= 4096)
@@ -171,7 +173,8 @@ struct anr_heap {
     unsigned rounds;
     anr_purge_advice advice;
     uint32_t round_pages;    /* pages a purge round inside malloc/free hands back at least */
-    bool bg_purge;           /* anr_core_tick() is called often: hot paths purge only past 2x ceiling */
+    bool bg_purge;           /* anr_core_tick() is called often: hot paths purge only past
+                              * ANR_BACKGROUND_PURGE_SLACK x the ceiling */
     uint64_t young_ns;       /* reuse window: see reuse_keep (purge.c); 0 = off */
     /* Thread caches, set at init. */
     bool tc_on;
@@ -370,6 +373,8 @@ void _anr_tc_forget(anr_heap *h);
 _anr_tcache *_anr_tc_get(anr_heap *h);
 /* Owner: flushes the cache if the heap asked every cache to (flush_epoch). */
 void _anr_tc_sync(anr_heap *h, _anr_tcache *tc);
+/* The same from free(), which never waits: only if the lock is free. */
+void _anr_tc_sync_try(anr_heap *h, _anr_tcache *tc);
 
 /* --- runbins.c: freed page runs kept by thread caches --- */
 void _anr_run_bins_init(anr_heap *h, size_t run_bytes);

@@ -76,13 +76,16 @@ static void run_recount(const anr_heap *h, _anr_tcache *tc)
     atomic_store_explicit(&tc->run_bytes, pages << h->page_shift, memory_order_relaxed);
 }
 
+/* Owner: bin n now holds `count` runs. (Statistics read the counts from
+ * other threads, hence the atomic stores.) */
 static inline void run_count(const anr_heap *h, _anr_tcache *tc, uint32_t n, unsigned count)
 {
-    long delta = ((long)count - (long)tc->run_n[n]) * (long)n;
-    __atomic_store_n(&tc->run_n[n], (uint16_t)count, __ATOMIC_RELAXED);
     size_t bytes = atomic_load_explicit(&tc->run_bytes, memory_order_relaxed);
-    atomic_store_explicit(&tc->run_bytes, bytes + (size_t)(delta << h->page_shift),
-                          memory_order_relaxed);
+    size_t run = (size_t)n << h->page_shift;
+    bytes = count >= tc->run_n[n] ? bytes + (count - tc->run_n[n]) * run
+                                  : bytes - (tc->run_n[n] - count) * run;
+    __atomic_store_n(&tc->run_n[n], (uint16_t)count, __ATOMIC_RELAXED);
+    atomic_store_explicit(&tc->run_bytes, bytes, memory_order_relaxed);
 }
 
 void *_anr_run_bin_alloc(anr_heap *h, size_t size)
@@ -98,8 +101,9 @@ void *_anr_run_bin_alloc(anr_heap *h, size_t size)
     if (!p) {
         /* Ran dry after serving mallocs: runs of this length are freed and
          * allocated again here; let it grow. (An empty bin that never
-         * served one, as in a phase that only allocates, stays small.) */
-        if (tc->run_hit[n]) {
+         * served one, as in a phase that only allocates, stays small; one
+         * that a phase of frees shrank to nothing opens again.) */
+        if (tc->run_hit[n] || !tc->run_cap[n]) {
             unsigned cap = tc->run_cap[n] ? tc->run_cap[n] * 2u : 1u;
             tc->run_cap[n] = (uint16_t)(cap < h->run_bin_max[n] ? cap : h->run_bin_max[n]);
             tc->run_hit[n] = 0;
@@ -114,7 +118,7 @@ void *_anr_run_bin_alloc(anr_heap *h, size_t size)
          * use (a leak, never a wild pointer). */
         _anr_report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, p);
         tc->run_bin[n] = NULL;
-        tc->run_n[n] = 0;
+        __atomic_store_n(&tc->run_n[n], 0, __ATOMIC_RELAXED);
         run_recount(h, tc);
     } else {
         tc->run_bin[n] = next;
@@ -161,7 +165,7 @@ static void run_spill(anr_heap *h, _anr_tcache *tc, uint32_t n, unsigned keep)
         }
         rest = next;
     }
-    tc->run_n[n] = (uint16_t)kept;
+    __atomic_store_n(&tc->run_n[n], (uint16_t)kept, __ATOMIC_RELAXED);
     run_recount(h, tc);
     if (!gone)
         return;
@@ -190,13 +194,24 @@ bool _anr_run_bin_free(anr_heap *h, void *p, anr_error *err)
     if (n < h->run_min || n > h->run_max)
         return false;
     _anr_tcache *tc = _anr_tc_mine(h);
-    if (!tc || tc->epoch != atomic_load_explicit(&h->flush_epoch, memory_order_relaxed))
+    if (!tc)
         return false;
+    if (tc->epoch != atomic_load_explicit(&h->flush_epoch, memory_order_relaxed)) {
+        _anr_tc_sync_try(h, tc); /* memory is short: hand the cache back now if we can */
+        return false;
+    }
     if (_anr_key_is_set(h, p)) {
         *err = ANR_ERR_DOUBLE_FREE;
         _anr_report(h, ANR_ERR_DOUBLE_FREE, ANR_OP_FREE, p);
         return true;
     }
+    /* Two threads freeing `p` at once (a double free racing itself): the
+     * other one's locked free may have merged it into a free run since we
+     * read its entry. Looking again narrows that window; it cannot close it
+     * (only the lock could), as with any allocator's unlocked free. */
+    if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_LARGE ||
+        __atomic_load_n(&e->len, __ATOMIC_RELAXED) != n)
+        return false;
     *err = ANR_ERR_NONE;
     size_t bytes = (size_t)n << h->page_shift;
     bool over = atomic_load_explicit(&tc->run_bytes, memory_order_relaxed) + bytes > h->tc_run_bytes;

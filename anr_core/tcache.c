@@ -605,6 +605,16 @@ static inline _anr_tcache *tc_get(anr_heap *h)
 
 _anr_tcache *_anr_tc_get(anr_heap *h) { return tc_get(h); }
 
+void _anr_tc_sync_try(anr_heap *h, _anr_tcache *tc)
+{
+    if (tc->epoch == atomic_load_explicit(&h->flush_epoch, memory_order_relaxed) ||
+        !_anr_trylock(h))
+        return;
+    tc->epoch = atomic_load(&h->flush_epoch);
+    flush_locked(h, tc);
+    _anr_unlock_and_purge(h, false);
+}
+
 void _anr_tc_sync(anr_heap *h, _anr_tcache *tc)
 {
     if (tc->epoch != atomic_load_explicit(&h->flush_epoch, memory_order_relaxed)) {

@@ -31,6 +31,8 @@ static void *walk_slab(anr_heap *h, uint32_t head, uintptr_t from, anr_core_visi
         if (!(e->bits[i >> 6] & ((uint64_t)1 << (i & 63))))
             continue;
         uint8_t *p = base + (size_t)i * c->size;
+        if (_anr_key_found(h, p))
+            continue; /* freed: waiting in a thread cache's bin or on a list */
         if (!visit(ctx, p, c->size)) {
             *stop = true;
             return p + c->size;
@@ -66,7 +68,8 @@ void *anr_core_walk(anr_heap *h, const void *from, anr_core_visit_fn visit, void
         switch (kind) {
         case _ANR_PK_LARGE: {
             uint8_t *p = _anr_page_addr(h, pi);
-            if ((uintptr_t)p >= f && !visit(ctx, p, (size_t)len << h->page_shift)) {
+            if ((uintptr_t)p >= f && !_anr_key_found(h, p) /* not freed into a run bin */ &&
+                !visit(ctx, p, (size_t)len << h->page_shift)) {
                 stop = true;
                 resume = p + ((size_t)len << h->page_shift);
             }

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <anr_malloc.h> /* ANR_DEBUG_VALGRIND */
 #include <gmalloc.h>
 
 #include "internal.h"
@@ -178,7 +179,9 @@ static anr_heap *init_heap(void)
         opts.n_slab_sizes = _gm_cfg.n_slab_sizes;
     }
     opts.purge_advice = _gm_cfg.purge_advice;
-    opts.thread_cache = _gm_cfg.thread_cache;
+    /* Under DEBUG=valgrind the caches' lists live in freed blocks, which
+     * memcheck has marked inaccessible: run uncached. */
+    opts.thread_cache = _gm_cfg.thread_cache && !(_gm_cfg.debug & ANR_DEBUG_VALGRIND);
     opts.tcache_max_size = _gm_cfg.tcache_max_size;
     opts.tcache_max_bytes = _gm_cfg.tcache_max_bytes;
     opts.tcache_run_bytes = _gm_cfg.tcache_run_bytes;

@@ -2,8 +2,9 @@
  * POLL_MS and hands back dirty pages past the ceiling and those left alone
  * longer than DECAY_MS, so a process that goes completely quiet still gives
  * its free memory back, and malloc/free leave purging (madvise, tens to
- * hundreds of microseconds here) to it unless dirty pages pass twice the
- * ceiling: the setting for real-time threads. Without it the same happens
+ * hundreds of microseconds here) to it unless dirty pages pass
+ * ANR_BACKGROUND_PURGE_SLACK (16) times the ceiling: the setting for
+ * real-time threads. Without it the same happens
  * inside the allocator's calls.
  *
  * Started from a constructor (libc is up by then; creating a thread from

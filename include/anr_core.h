@@ -28,6 +28,11 @@ typedef struct anr_heap anr_heap;
 #define ANR_SLAB_MAX_OBJECTS 256
 /* The largest slab class accepted (bigger sizes are page runs). */
 #define ANR_SLAB_MAX_SIZE 32768
+/* With background_purge, malloc and free purge only past this many times
+ * the ceiling: a churning real-time thread can outrun a purger that ticks
+ * every few milliseconds, and a madvise inside its free costs 0.1-3 ms on a
+ * VM (TLB shootdowns), where nothing else in free grows with the heap. */
+#define ANR_BACKGROUND_PURGE_SLACK 16u
 
 /* What a bad pointer turned out to be; handed to the on_error hook. */
 typedef enum anr_error {
@@ -98,8 +103,9 @@ typedef struct anr_core_options {
     uint32_t decay_ms;
     /* Someone calls anr_core_tick() every few milliseconds (a background
      * purger): malloc and free then leave purging to it and only purge
-     * themselves past twice the ceiling (a hard bound for when the ticks
-     * do not come), which keeps madvise out of real-time threads. */
+     * themselves past ANR_BACKGROUND_PURGE_SLACK times the ceiling (a hard
+     * bound for when the ticks do not keep up), which keeps madvise out of
+     * real-time threads. */
     bool background_purge;
     /* The reuse window. Pages that must be faulted in afresh within it
      * after a purge were handed back too soon: as many pages freed less

@@ -345,58 +345,62 @@ static void test_zero_after_purge_free(void **state)
     zero_after_purge(state, ANR_PURGE_FREE);
 }
 
-/* Frees runs[*i...] up to twice the ceiling, checking that none of those
- * frees purges, then one more, which must purge (the hard bound). Returns
- * the statistics after it. */
-static anr_core_stats free_past_twice_ceiling(anr_heap *h, char **runs, int *i)
+/* Frees runs[*i...] up to the background hard bound (the slack times the
+ * ceiling `ceil`), checking that none of those frees purges, then one more,
+ * which must purge. Returns the statistics after it. */
+static anr_core_stats free_past_hard_bound(anr_heap *h, char **runs, int *i, size_t ceil)
 {
-    for (; (size_t)(*i + 1) * RUN <= 2 * CEIL; (*i)++) {
+    size_t bound = ANR_BACKGROUND_PURGE_SLACK * ceil;
+    for (; (size_t)(*i + 1) * RUN <= bound; (*i)++) {
         assert_int_equal(anr_core_free(h, runs[*i]), ANR_ERR_NONE);
         anr_core_stats s = stats_of(h);
         if (s.pages_purged != 0 || s.pages_dirty != (size_t)(*i + 1) * RUN)
-            fail_msg("free #%d: %zu dirty, %llu purged below twice the ceiling %zu", *i,
-                     s.pages_dirty, (unsigned long long)s.pages_purged, CEIL);
+            fail_msg("free #%d: %zu dirty, %llu purged below the hard bound %zu", *i,
+                     s.pages_dirty, (unsigned long long)s.pages_purged, bound);
     }
-    assert_true(stats_of(h).pages_dirty > CEIL);
+    assert_true(stats_of(h).pages_dirty > ceil);
     assert_int_equal(anr_core_free(h, runs[(*i)++]), ANR_ERR_NONE);
     anr_core_stats s = stats_of(h);
     assert_true(s.pages_purged > 0);
-    assert_true(s.pages_dirty <= 2 * CEIL);
+    assert_true(s.pages_dirty <= bound);
     return s;
 }
 
 /* background_purge: malloc/free leave the ceiling to anr_core_tick() and
- * purge themselves only past twice the ceiling; the tick goes down to the
- * floor. */
+ * purge themselves only past ANR_BACKGROUND_PURGE_SLACK times the ceiling;
+ * the tick goes down to the floor. (A ceiling of two runs, so that the hard
+ * bound is reached within NRUNS runs.) */
 static void test_background_purge(void **state)
 {
+    const size_t ceil = 2 * RUN, floor = RUN;
+    assert_true(ANR_BACKGROUND_PURGE_SLACK * ceil < NRUNS * RUN);
     anr_core_options o;
     test_options(&o);
     runs_uncached(&o);
-    o.page_ceiling = CEIL;
-    o.page_floor = FLOOR;
+    o.page_ceiling = ceil;
+    o.page_floor = floor;
     o.background_purge = true;
     anr_heap *h = fx_init(state, &o);
     char *runs[NRUNS], *guard;
     alloc_runs(h, runs, &guard);
     int i = 0;
-    /* Up to twice the ceiling frees purge nothing; past it they do. */
-    anr_core_stats s = free_past_twice_ceiling(h, runs, &i);
+    /* Up to the hard bound frees purge nothing; past it they do. */
+    anr_core_stats s = free_past_hard_bound(h, runs, &i, ceil);
     /* The tick hands back down to the floor what that round left (a
      * real-time round is small; with caches it reached the floor). */
     uint64_t before = s.pages_purged;
-    bool over = s.pages_dirty > CEIL;
+    bool over = s.pages_dirty > ceil;
     size_t got = anr_core_tick(h);
     s = stats_of(h);
     assert_true(over ? got > 0 : got == 0);
-    assert_true(s.pages_dirty <= (over ? FLOOR : CEIL));
+    assert_true(s.pages_dirty <= (over ? floor : ceil));
     assert_int_equal(s.pages_purged - before, got);
     for (; i < NRUNS; i++)
         assert_int_equal(anr_core_free(h, runs[i]), ANR_ERR_NONE);
     assert_int_equal(anr_core_free(h, guard), ANR_ERR_NONE);
     /* Switched off, malloc and free purge at the ceiling again. */
     anr_core_set_background_purge(h, false);
-    assert_true(stats_of(h).pages_dirty <= CEIL);
+    assert_true(stats_of(h).pages_dirty <= ceil);
     assert_verify(h);
 }
 
