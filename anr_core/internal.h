@@ -133,8 +133,8 @@ typedef struct _anr_tcache {
     /* Owned slabs per class: the one allocated from, those with free slots,
      * and full ones (lists linked through the page map's prev/next). */
     uint32_t cur[ANR_MAX_CLASSES], avail[ANR_MAX_CLASSES], full[ANR_MAX_CLASSES];
-    /* One empty slab kept per class, so that a class hovering around a slab
-     * boundary does not take the lock on every other call. */
+    /* One empty slab kept per class up to 4 KiB, so that a class hovering
+     * around a slab boundary does not take the lock on every other call. */
     uint32_t spare[ANR_MAX_CLASSES];
     /* Bins: objects this thread freed, per class, ready for its next malloc
      * of that class without touching a bitmap (tcache.c). A singly linked

@@ -317,11 +317,13 @@ static void own_free(anr_heap *h, _anr_tcache *tc, uint32_t pi, size_t idx)
     tc_adjust(tc, 1, c->size);
     if (e->nfree != c->nobj || e->where != _ANR_TC_AVAIL)
         return;
-    /* An empty slab is kept as the class's spare if it has none; any other
-     * goes back, so an idle thread holds no free pages beyond its `cur` and
+    /* An empty slab is kept as the class's spare if it has none (classes up
+     * to BIG_CLASS: past it, a slab holds a few objects, the bins already
+     * keep that many, and a spare would pin up to 16 pages); any other goes
+     * back, so an idle thread holds no free pages beyond its `cur` and
      * spare slabs. If the lock is busy it waits on `avail` (free() never
      * waits): the next trim or flush gives it back. */
-    if (tc->spare[cls] == _ANR_NIL) {
+    if (tc->spare[cls] == _ANR_NIL && c->size <= BIG_CLASS) {
         ring_remove(h, &tc->avail[cls], pi);
         tc->spare[cls] = pi;
         e->where = _ANR_TC_SPARE;
