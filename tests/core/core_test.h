@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "anr_core.h"
@@ -136,6 +138,28 @@ static inline int is_aligned(const void *p, size_t a)
         const char *why_ = anr_core_verify(h);                                                     \
         if (why_ != NULL) fail_msg("anr_core_verify: %s", why_);                                   \
     } while (0)
+
+/* Reports through hooks.on_error, counted, for tests that expect some
+ * (set o.hooks.on_error = count_error and clear errors_seen first). */
+static unsigned errors_seen __attribute__((unused));
+static anr_error last_error __attribute__((unused));
+__attribute__((unused)) static void count_error(void *ctx, anr_error err, anr_op op,
+                                                const void *p)
+{
+    (void)ctx, (void)op, (void)p;
+    errors_seen++;
+    last_error = err;
+}
+
+/* Waits for a forked child and asserts that it exited with status 0. */
+static inline void assert_child_ok(pid_t pid)
+{
+    assert_true(pid > 0);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
 
 /* Deterministic generator (xorshift32): a fixed seed gives a fixed run. */
 static inline uint32_t rng_next(uint32_t *s)

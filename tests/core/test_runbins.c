@@ -12,16 +12,6 @@
 
 #include "core_test.h"
 
-static int errors_seen;
-static anr_error last_error;
-
-static void count_error(void *ctx, anr_error err, anr_op op, const void *p)
-{
-    (void)ctx, (void)op, (void)p;
-    errors_seen++;
-    last_error = err;
-}
-
 static anr_heap *run_heap(void **state, size_t limit, size_t run_bytes)
 {
     /* The tests use runs of up to 6 pages past the shortest binned length;
@@ -42,13 +32,6 @@ static anr_heap *run_heap(void **state, size_t limit, size_t run_bytes)
 static size_t run_size(size_t extra)
 {
     return (min_large_pages() + extra) * sys_page();
-}
-
-static void assert_sound(anr_heap *h)
-{
-    const char *bad = anr_core_verify(h);
-    if (bad)
-        fail_msg("anr_core_verify: %s", bad);
 }
 
 static void test_freed_run_is_reused(void **state)
@@ -97,7 +80,7 @@ static void test_freed_run_is_reused(void **state)
     assert_int_equal(s.objects_in_use, 0);
     assert_int_equal(s.pages_in_use, 0);
     assert_int_equal(errors_seen, 0);
-    assert_sound(h);
+    assert_verify(h);
 }
 
 typedef struct df_arg {
@@ -161,7 +144,7 @@ static void test_binned_run_is_free(void **state)
     anr_core_stats s = stats_of(h);
     assert_int_equal(s.objects_in_use, 0);
     assert_int_equal(s.pages_in_use, 0);
-    assert_sound(h);
+    assert_verify(h);
 }
 
 /* Runs of several lengths, allocated and freed in a changing order, so that
@@ -204,7 +187,7 @@ static void test_thread_exit_returns_runs(void **state)
         assert_int_equal(s.bytes_cached, 0);
         assert_int_equal(s.objects_in_use, 0);
         assert_int_equal(s.pages_in_use, 0);
-        assert_sound(h);
+        assert_verify(h);
     }
     assert_int_equal(errors_seen, 0);
 }
@@ -239,7 +222,7 @@ static void test_bins_bounded(void **state)
     anr_core_free(h, b);
     assert_int_equal(errors_seen, 0);
     anr_core_flush_thread_cache(h);
-    assert_sound(h);
+    assert_verify(h);
 }
 
 /* --- the limit takes back what run bins hold --- */
@@ -329,7 +312,7 @@ static void test_limit_gets_binned_runs(void **state)
     assert_non_null(big);
     anr_core_free(h, big);
     assert_int_equal(errors_seen, 0);
-    assert_sound(h);
+    assert_verify(h);
 }
 
 /* --- fork while run bins are populated --- */
@@ -390,11 +373,7 @@ static void test_fork_with_binned_runs(void **state)
             _exit(ok ? 0 : 1);
         }
         anr_core_fork_parent(h);
-        assert_true(pid > 0);
-        int status;
-        assert_int_equal(waitpid(pid, &status, 0), pid);
-        assert_true(WIFEXITED(status));
-        assert_int_equal(WEXITSTATUS(status), 0);
+        assert_child_ok(pid);
     }
     atomic_store(&a.stop, 1);
     for (int t = 0; t < 2; t++)
@@ -424,11 +403,7 @@ static void test_fork_with_binned_runs(void **state)
         _exit(ok && anr_core_verify(h) == NULL && errors_seen == 0 ? 0 : 1);
     }
     anr_core_fork_parent(h);
-    assert_true(pid > 0);
-    int status;
-    assert_int_equal(waitpid(pid, &status, 0), pid);
-    assert_true(WIFEXITED(status));
-    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_child_ok(pid);
     pthread_mutex_lock(&b.m);
     b.stage = 2;
     pthread_cond_broadcast(&b.cv);
@@ -441,7 +416,7 @@ static void test_fork_with_binned_runs(void **state)
     anr_core_flush_thread_cache(h);
     assert_int_equal(stats_of(h).pages_in_use, 0);
     assert_int_equal(errors_seen, 0);
-    assert_sound(h);
+    assert_verify(h);
 }
 
 /* Walks (leak reports, snapshots, the debug socket) see live blocks only,
@@ -513,7 +488,7 @@ static void test_run_link_overwritten(void **state)
         assert_int_equal(anr_core_free(h, got[i]), ANR_ERR_NONE);
     anr_core_free(h, victim);
     anr_core_flush_thread_cache(h);
-    assert_sound(h);
+    assert_verify(h);
 }
 
 int main(void)

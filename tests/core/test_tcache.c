@@ -168,15 +168,6 @@ static void test_cross_thread_frees(void **state)
 
 /* --- double frees through the cache --- */
 
-static unsigned errors_seen;
-static anr_error last_error;
-static void count_error(void *ctx, anr_error err, anr_op op, const void *p)
-{
-    (void)ctx, (void)op, (void)p;
-    errors_seen++;
-    last_error = err;
-}
-
 typedef struct df_arg {
     anr_heap *h;
     void *p;
@@ -362,11 +353,7 @@ static void test_fork_with_caches(void **state)
             _exit(ok ? 0 : 1);
         }
         anr_core_fork_parent(h);
-        assert_true(pid > 0);
-        int status;
-        assert_int_equal(waitpid(pid, &status, 0), pid);
-        assert_true(WIFEXITED(status));
-        assert_int_equal(WEXITSTATUS(status), 0);
+        assert_child_ok(pid);
     }
     atomic_store(&a.stop, 1);
     for (int t = 0; t < 2; t++)
