@@ -8,9 +8,9 @@
  *
  * Budget (x86-64, gcc -O2, counted to the return in the disassembly of
  * gmalloc's malloc and free): malloc ~40 instructions (heap, debug and TLS
- * checks, class lookup, bin pop with a link check); free ~60 (page-map
- * entry, maybe the slab head's, slot check by a multiply, bitmap bit and
- * free key, bin push).
+ * checks, class lookup, bin pop with a link check); free ~60 (the page's
+ * slab offset byte, the slab head's entry, slot check by a multiply, bitmap
+ * bit and free key, bin push).
  */
 #ifndef ANR_CORE_FAST_H
 #define ANR_CORE_FAST_H
@@ -104,16 +104,12 @@ static inline _anr_page *_anr_tc_slot(const anr_heap *h, const void *p, unsigned
     if (off >= h->data_size)
         return NULL;
     uint32_t pi = (uint32_t)(off >> h->page_shift);
+    unsigned back = atomic_load_explicit(&h->slab_off[pi], memory_order_relaxed);
+    if (!back || back - 1u > pi)
+        return NULL;
+    pi -= back - 1u;
     _anr_page *e = &h->pages[pi];
-    uint8_t kind = __atomic_load_n(&e->kind, __ATOMIC_RELAXED);
-    if (kind == _ANR_PK_SLAB_INNER) {
-        pi -= __atomic_load_n(&e->len, __ATOMIC_RELAXED);
-        if (pi >= h->npages)
-            return NULL;
-        e = &h->pages[pi];
-        kind = __atomic_load_n(&e->kind, __ATOMIC_RELAXED);
-    }
-    if (kind != _ANR_PK_SLAB)
+    if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_SLAB)
         return NULL;
     unsigned c = __atomic_load_n(&e->cls, __ATOMIC_RELAXED);
     if (c >= h->tc_classes)

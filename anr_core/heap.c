@@ -225,8 +225,8 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
         return EINVAL;
     }
 
-    /* Layout: heap struct, thread-cache table, then the page map (64 B per
-     * data page), then data. */
+    /* Layout: heap struct, thread-cache table, the page map (64 B per data
+     * page), the slab offsets (1 B per data page), then data. */
     uint32_t slots = opts->thread_cache ? (opts->tcache_slots ? opts->tcache_slots : DEFAULT_TC_SLOTS) : 0;
     if (slots > 65536)
         slots = 65536;
@@ -236,9 +236,10 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
         return EINVAL;
     }
     size_t avail = size - head;
-    size_t npages = avail / (page + sizeof(_anr_page));
+    size_t npages = avail / (page + sizeof(_anr_page) + 1);
     size_t pm_bytes = (npages * sizeof(_anr_page) + page - 1) & ~(page - 1);
-    while (npages && head + pm_bytes + npages * page > size)
+    size_t so_bytes = (npages + page - 1) & ~(page - 1);
+    while (npages && head + pm_bytes + so_bytes + npages * page > size)
         npages--;
     if (npages < 16) {
         _anr_os_release(map, size);
@@ -246,7 +247,8 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
     }
     h->pages = (_anr_page *)(map + head);
     h->pm_offset = head;
-    h->data = map + head + pm_bytes;
+    h->slab_off = (_Atomic uint8_t *)(map + head + pm_bytes);
+    h->data = map + head + pm_bytes + so_bytes;
     h->npages = (uint32_t)npages;
     h->data_size = npages * page;
     h->free_key = make_free_key(map);
@@ -751,7 +753,7 @@ void anr_core_get_stats(anr_heap *h, anr_core_stats *s)
     s->pages_dirty = h->pages_dirty + h->pages_purging;
     s->pages_peak = h->pages_peak;
     s->pages_high_water = h->top_max;
-    s->metadata_bytes = h->pm_offset + (size_t)h->pm_hwm * sizeof(_anr_page);
+    s->metadata_bytes = h->pm_offset + (size_t)h->pm_hwm * (sizeof(_anr_page) + 1);
     s->alloc_failures = h->alloc_failures;
     size_t cached_objs;
     _anr_tc_cached(h, &cached_objs, &s->bytes_cached);

@@ -162,6 +162,11 @@ struct anr_heap {
     size_t map_size;
     uint8_t *data;           /* first data page */
     _anr_page *pages;        /* the page map */
+    /* Per data page: 1 + its offset in its slab, 0 if it is in no slab.
+     * Written under the lock; the free fast path reads it without, so
+     * that it finds a slab's head entry with one load from a dense array
+     * (usually cached) instead of two 64-byte page-map entries. */
+    _Atomic uint8_t *slab_off;
     uint32_t npages;         /* data pages */
     size_t page_size;
     unsigned page_shift;

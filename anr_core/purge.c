@@ -220,7 +220,7 @@ static void push_purged(anr_heap *h, uint32_t head)
  * back as zero). Without this a heap whose top cannot retreat (a live object
  * near the high-water mark) keeps 64 bytes per page ever used resident.
  * Returns the madvise calls made (0 or 1). */
-#define INTERIOR_MIN_PAGES 4096u /* a run of 16 MiB: 256 KiB of page map */
+#define INTERIOR_MIN_PAGES 64u /* a run of 16 MiB: 256 KiB of page map */
 static unsigned purge_interior_entries(anr_heap *h, uint32_t head, uint32_t len)
 {
     /* Only for big runs: a call of its own for a few page-map pages would

@@ -43,6 +43,9 @@ static const char *check_slab(const anr_heap *h, uint32_t pi, size_t *objs, size
     for (uint32_t i = 1; i < e->len; i++)
         if (h->pages[pi + i].kind != _ANR_PK_SLAB_INNER || h->pages[pi + i].len != i)
             return "slab inner page entry is wrong";
+    for (uint32_t i = 0; i < e->len; i++)
+        if (h->slab_off[pi + i] != i + 1)
+            return "slab offset byte of a slab page is wrong";
     *objs += used;
     *bytes += (size_t)used * c->size;
     return NULL;
@@ -84,6 +87,9 @@ const char *anr_core_verify(anr_heap *h)
             for (uint32_t i = 1; i + 1 < len && !bad; i++)
                 if (h->pages[pi + i].kind != _ANR_PK_NONE)
                     bad = "interior page of a run is tagged";
+            for (uint32_t i = 0; i < len && !bad; i++)
+                if (h->slab_off[pi + i])
+                    bad = "page outside any slab has a slab offset";
         }
         if (bad)
             break;
@@ -121,7 +127,7 @@ const char *anr_core_verify(anr_heap *h)
     if (!bad && prev_kind == _ANR_PK_FREE_CLEAN && h->advice == ANR_PURGE_DONTNEED)
         bad = "clean free run touches top";
     for (uint32_t pi = h->top; !bad && pi < h->pm_hwm; pi++)
-        if (h->pages[pi].kind != _ANR_PK_NONE)
+        if (h->pages[pi].kind != _ANR_PK_NONE || h->slab_off[pi])
             bad = "page at or above top is tagged";
     if (!bad && in_use != h->pages_in_use)
         bad = "pages_in_use differs from the page map";
