@@ -4,8 +4,9 @@
  * heap lock twice (malloc and free) plus a coalesce and a split. A thread
  * that frees a run of n pages (n up to _ANR_RUN_BIN_PAGES, at most 64 KiB)
  * keeps it on bin n; its next malloc that needs n pages pops it, with no
- * lock. A binned run stays tagged in use in the page map (the heap counts
- * it in use; statistics subtract it, as they do slab bins) and carries the
+ * lock (or one that needs n - 1 pages, if bin n - 1 is empty). A binned
+ * run stays tagged in use in the page map (the heap counts it in use;
+ * statistics subtract it, as they do slab bins) and carries the
  * free key in word 1, so a second free, a realloc or a size query of it is
  * reported as a double free by the locked path. Links are XORed with the
  * key and checked when followed (fast.h's bin_next).
@@ -88,30 +89,10 @@ static inline void run_count(const anr_heap *h, _anr_tcache *tc, uint32_t n, uns
     atomic_store_explicit(&tc->run_bytes, bytes, memory_order_relaxed);
 }
 
-void *_anr_run_bin_alloc(anr_heap *h, size_t size)
+/* Owner: pops the newest run of bin n (not empty). */
+static void *run_pop(anr_heap *h, _anr_tcache *tc, uint32_t n)
 {
-    uint32_t n = (uint32_t)((size + h->page_size - 1) >> h->page_shift);
-    if (n < h->run_min || n > h->run_max)
-        return NULL;
-    _anr_tcache *tc = _anr_tc_get(h);
-    if (!tc)
-        return NULL;
-    _anr_tc_sync(h, tc);
     void *p = tc->run_bin[n];
-    if (!p) {
-        /* Ran dry after serving mallocs: runs of this length are freed and
-         * allocated again here; let it grow. (An empty bin that never
-         * served one, as in a phase that only allocates, stays small; one
-         * that a phase of frees shrank to nothing opens again.) */
-        if (tc->run_hit[n] || !tc->run_cap[n]) {
-            unsigned cap = tc->run_cap[n] ? tc->run_cap[n] * 2u : 1u;
-            tc->run_cap[n] = (uint16_t)(cap < h->run_bin_max[n] ? cap : h->run_bin_max[n]);
-            tc->run_hit[n] = 0;
-        }
-        tc->run_spills[n] = 0;
-        return NULL;
-    }
-    tc->run_hit[n] = 1;
     void *next = run_next(h, p);
     if (next == BIN_BAD) {
         /* A use after free scribbled on the link: the rest stays counted in
@@ -126,6 +107,37 @@ void *_anr_run_bin_alloc(anr_heap *h, size_t size)
     }
     _anr_key_clear(p);
     return p;
+}
+
+void *_anr_run_bin_alloc(anr_heap *h, size_t size)
+{
+    uint32_t n = (uint32_t)((size + h->page_size - 1) >> h->page_shift);
+    if (n < h->run_min || n > h->run_max)
+        return NULL;
+    _anr_tcache *tc = _anr_tc_get(h);
+    if (!tc)
+        return NULL;
+    _anr_tc_sync(h, tc);
+    if (tc->run_bin[n]) {
+        tc->run_hit[n] = 1;
+        return run_pop(h, tc, n);
+    }
+    /* Ran dry after serving mallocs: runs of this length are freed and
+     * allocated again here; let it grow. (An empty bin that never served
+     * one, as in a phase that only allocates, stays small; one that a
+     * phase of frees shrank to nothing opens again.) */
+    if (tc->run_hit[n] || !tc->run_cap[n]) {
+        unsigned cap = tc->run_cap[n] ? tc->run_cap[n] * 2u : 1u;
+        tc->run_cap[n] = (uint16_t)(cap < h->run_bin_max[n] ? cap : h->run_bin_max[n]);
+        tc->run_hit[n] = 0;
+    }
+    tc->run_spills[n] = 0;
+    /* A run one page longer serves too (at most a fifth more, as a size
+     * class would round up): with random lengths each bin empties often
+     * on its own, and a miss costs a lock round trip. */
+    if (n < h->run_max && tc->run_bin[n + 1])
+        return run_pop(h, tc, n + 1);
+    return NULL;
 }
 
 /* Owner, lock not held: frees every run of bin n after its newest `keep`,

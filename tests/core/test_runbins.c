@@ -1,5 +1,6 @@
 /* Run bins: a thread cache keeps page runs it freed (past the largest size
- * class, up to 64 KiB) for its next malloc of the same length. A binned run
+ * class, up to 64 KiB) for its next malloc of the same length (or one page
+ * shorter, when that length's bin is empty). A binned run
  * is served again exactly once, counts as cached (not in use) in the
  * statistics, is reported when freed, checked, resized or sized again, and
  * goes back when the thread exits, when a limit-bound allocation needs it,
@@ -98,6 +99,42 @@ static void *free_twice(void *v)
     a->r1 = anr_core_free(a->h, a->p);
     a->r2 = anr_core_free(a->h, a->p);
     return NULL;
+}
+
+/* An empty bin borrows from the bin one page longer (never further): the
+ * run keeps its length, and goes back to its own bin when freed. */
+static void test_one_page_longer_serves(void **state)
+{
+    anr_heap *h = run_heap(state, 0, 0);
+    void *keep = anr_core_alloc(h, run_size(0), 0, 0); /* no merging away */
+    void *p = anr_core_alloc(h, run_size(2), 0, 0);
+    assert_non_null(p);
+    assert_int_equal(anr_core_free(h, p), ANR_ERR_NONE);
+
+    /* Two pages shorter: not served from it. */
+    void *far = anr_core_alloc(h, run_size(0), 0, 0);
+    assert_ptr_not_equal(far, p);
+    /* One page shorter: served, with its whole length usable. */
+    void *q = anr_core_alloc(h, run_size(1), 0, 0);
+    assert_ptr_equal(q, p);
+    assert_int_equal(anr_core_usable_size(h, q), run_size(2));
+    assert_int_equal(anr_core_check(h, q), ANR_ERR_NONE);
+    memset(q, 0x5a, run_size(2));
+    assert_verify(h);
+
+    /* Freed, it waits in the bin of its own length. */
+    assert_int_equal(anr_core_free(h, q), ANR_ERR_NONE);
+    assert_int_equal(stats_of(h).bytes_cached, run_size(2));
+    void *r = anr_core_alloc(h, run_size(2), 0, 0);
+    assert_ptr_equal(r, p);
+
+    anr_core_free(h, r);
+    anr_core_free(h, far);
+    anr_core_free(h, keep);
+    anr_core_flush_thread_cache(h);
+    assert_int_equal(stats_of(h).objects_in_use, 0);
+    assert_int_equal(errors_seen, 0);
+    assert_verify(h);
 }
 
 static void test_binned_run_is_free(void **state)
@@ -494,7 +531,8 @@ static void test_run_link_overwritten(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        UNIT(test_freed_run_is_reused),      UNIT(test_binned_run_is_free),
+        UNIT(test_freed_run_is_reused),      UNIT(test_one_page_longer_serves),
+        UNIT(test_binned_run_is_free),
         UNIT(test_thread_exit_returns_runs), UNIT(test_bins_bounded),
         UNIT(test_limit_gets_binned_runs),   UNIT(test_fork_with_binned_runs),
         UNIT(test_run_link_overwritten),     UNIT(test_walk_skips_binned),
