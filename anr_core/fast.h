@@ -93,12 +93,12 @@ static inline void *_anr_fast_alloc(const anr_heap *h, size_t size)
     return p;
 }
 
-/* If `p` is the start of a slot in a slab of a cached class: its slab's
- * head entry, with *cls and *idx set. NULL otherwise (not in the data, not
- * a slab, an uncached class, not at a slot's start). Lock-free: the kinds,
+/* If `p` is the start of a slot in a slab of a class below `nclasses`: its
+ * slab's head entry, with *cls and *idx set. NULL otherwise (not in the
+ * data, not a slab, a class from nclasses up, not at a slot's start). Lock-free: the kinds,
  * classes and offsets of a live object's pages do not change under it. */
-static inline _anr_page *_anr_tc_slot(const anr_heap *h, const void *p, unsigned *cls,
-                                      size_t *idx)
+static inline _anr_page *_anr_slab_slot(const anr_heap *h, const void *p, unsigned *cls,
+                                        size_t *idx, unsigned nclasses)
 {
     size_t off = (size_t)((uintptr_t)p - (uintptr_t)h->data);
     if (off >= h->data_size)
@@ -112,7 +112,7 @@ static inline _anr_page *_anr_tc_slot(const anr_heap *h, const void *p, unsigned
     if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_SLAB)
         return NULL;
     unsigned c = __atomic_load_n(&e->cls, __ATOMIC_RELAXED);
-    if (c >= h->tc_classes)
+    if (c >= nclasses)
         return NULL;
     /* A slab spans at most 16 pages: the slot is a multiply by the
      * class's reciprocal away (exact below 2^32 / size bytes). */
@@ -124,6 +124,13 @@ static inline _anr_page *_anr_tc_slot(const anr_heap *h, const void *p, unsigned
     *cls = c;
     *idx = i;
     return e;
+}
+
+/* The same for a class the thread caches serve. */
+static inline _anr_page *_anr_tc_slot(const anr_heap *h, const void *p, unsigned *cls,
+                                      size_t *idx)
+{
+    return _anr_slab_slot(h, p, cls, idx, h->tc_classes);
 }
 
 /* A slot of a live object: its bit is set (until it is freed, whoever owns

@@ -590,6 +590,27 @@ anr_error anr_core_free(anr_heap *h, void *p)
 
 /* --- realloc --- */
 
+/* A large object of n pages resized to m keeps its room while it still
+ * uses most of it (it may have been given a quarter extra to grow into). */
+static inline bool keeps_room(uint32_t n, size_t m) { return m <= n && m >= n - n / 4; }
+
+/* Thread caches on, no lock: true if `p` is a live large object (the head
+ * of a run, not carrying the free key) that keeps its room at `size`. Only
+ * a free or realloc of `p` itself rewrites its head entry. */
+static bool large_keeps_room(const anr_heap *h, const void *p, size_t size)
+{
+    size_t off = (size_t)((uintptr_t)p - (uintptr_t)h->data);
+    if (off >= h->data_size || (off & (h->page_size - 1)))
+        return false;
+    uint32_t pi = (uint32_t)(off >> h->page_shift);
+    const _anr_page *e = &h->pages[pi];
+    if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_LARGE || _anr_key_is_set(h, p))
+        return false;
+    uint32_t n = __atomic_load_n(&e->len, __ATOMIC_RELAXED);
+    size_t m = (size + h->page_size - 1) >> h->page_shift;
+    return size > h->cls[h->nclasses - 1].size && keeps_room(n, m); /* no class fits */
+}
+
 void *anr_core_realloc(anr_heap *h, void *p, size_t size, anr_error *errp)
 {
     anr_error dummy;
@@ -601,22 +622,28 @@ void *anr_core_realloc(anr_heap *h, void *p, size_t size, anr_error *errp)
     if (size == 0)
         size = 1;
 
-    /* A small object of a cached class is checked without the lock: it
-     * stays put while the new size fits its slot and uses half of it, or
-     * moves through the fast paths. */
+    /* With thread caches (where a freed object carries the free key), a
+     * live object is checked without the lock: a small one stays put while
+     * the new size fits its slot and uses half of it, or, of a cached
+     * class, moves through the fast paths; a large one keeps its room (see
+     * below). A buffer grown a few bytes at a time takes no lock per step. */
     unsigned cls;
     size_t idx;
-    const _anr_page *e = h->tc_on ? _anr_tc_slot(h, p, &cls, &idx) : NULL;
+    const _anr_page *e = h->tc_on ? _anr_slab_slot(h, p, &cls, &idx, h->nclasses) : NULL;
     if (e && _anr_slot_live(h, e, idx, p)) {
         size_t usable = h->cls[cls].size;
         if (size <= usable && size > usable / 2)
             return p;
-        void *q = anr_core_alloc(h, size, 0, 0);
-        if (!q)
-            return NULL;
-        memcpy(q, p, size < usable ? size : usable);
-        anr_core_free(h, p);
-        return q;
+        if (cls < h->tc_classes) {
+            void *q = anr_core_alloc(h, size, 0, 0);
+            if (!q)
+                return NULL;
+            memcpy(q, p, size < usable ? size : usable);
+            anr_core_free(h, p);
+            return q;
+        }
+    } else if (h->tc_on && large_keeps_room(h, p, size)) {
+        return p;
     }
 
     _anr_lock(h);
@@ -638,9 +665,7 @@ void *anr_core_realloc(anr_heap *h, void *p, size_t size, anr_error *errp)
         /* Large to large: shrink or grow the run in place when possible. */
         uint32_t n = h->pages[o.head].len;
         size_t m = (size + h->page_size - 1) >> h->page_shift;
-        /* Keep the room while the object still uses most of it (it may
-         * have been given a quarter extra to grow into). */
-        if (m <= n && m >= n - n / 4) {
+        if (keeps_room(n, m)) {
             _anr_unlock(h);
             return p;
         }

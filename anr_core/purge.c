@@ -196,6 +196,10 @@ static void file_purged(anr_heap *h, uint32_t head)
 
 void _anr_drain_purged(anr_heap *h)
 {
+    /* A plain load first: the list is nearly always empty, and an exchange
+     * on every lock would take the line exclusive each time. */
+    if (atomic_load_explicit(&h->purged_pending, memory_order_relaxed) == _ANR_NIL)
+        return;
     uint32_t head = atomic_exchange_explicit(&h->purged_pending, _ANR_NIL, memory_order_acquire);
     while (head != _ANR_NIL) {
         uint32_t next = h->pages[head].next;

@@ -399,8 +399,10 @@ static void test_binned_object_is_free(void **state)
     anr_error err;
     assert_null(anr_core_realloc(h, p, 300, &err));
     assert_int_equal(err, ANR_ERR_DOUBLE_FREE);
+    assert_null(anr_core_realloc(h, p, 90, &err)); /* would stay in its slot */
+    assert_int_equal(err, ANR_ERR_DOUBLE_FREE);
     assert_int_equal(anr_core_free(h, p), ANR_ERR_DOUBLE_FREE);
-    assert_int_equal(errors_seen, 3); /* usable_size, realloc, free */
+    assert_int_equal(errors_seen, 4); /* usable_size, 2 reallocs, free */
     /* It comes back once, as a live object, and only once. */
     void *q[4];
     unsigned same = 0;
