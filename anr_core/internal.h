@@ -124,7 +124,9 @@ static inline size_t _anr_slot_of(const _anr_class *c, size_t off)
 /* A thread's cache (tcache.c). A fixed table of these sits after the heap
  * struct; a slot is taken on a thread's first small allocation. */
 typedef struct _anr_tcache {
-    anr_heap *heap;
+    /* Each on its own cache lines: the owner writes its counters and bins
+     * all the time, and the next slot belongs to another thread. */
+    alignas(64) anr_heap *heap;
     uint32_t slot;          /* index in heap->tcaches */
     uint32_t next_free;     /* free-slot list, under the heap lock */
     bool active;
