@@ -95,8 +95,9 @@ static inline void *_anr_fast_alloc(const anr_heap *h, size_t size)
 
 /* If `p` is the start of a slot in a slab of a class below `nclasses`: its
  * slab's head entry, with *cls and *idx set. NULL otherwise (not in the
- * data, not a slab, a class from nclasses up, not at a slot's start). Lock-free: the kinds,
- * classes and offsets of a live object's pages do not change under it. */
+ * data, not a slab, a class from nclasses up, not at a slot's start).
+ * Lock-free: the kinds, classes and offsets of a live object's pages do not
+ * change under it. */
 static inline _anr_page *_anr_slab_slot(const anr_heap *h, const void *p, unsigned *cls,
                                         size_t *idx, unsigned nclasses)
 {
