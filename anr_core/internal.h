@@ -156,6 +156,11 @@ typedef struct _anr_tcache {
     uint8_t run_spills[_ANR_RUN_BIN_PAGES + 1];
     uint8_t run_hit[_ANR_RUN_BIN_PAGES + 1]; /* served a malloc since it last ran dry */
     _Atomic size_t run_bytes; /* in all run bins; only the owner writes */
+    /* Per class: set by other threads after they push onto the remote list
+     * of one of this cache's slabs, cleared by the owner before it scans its
+     * full slabs for those frees, so that a refill does not look at slabs
+     * nobody freed into (tcache.c). On a line of its own: others write it. */
+    alignas(64) _Atomic uint8_t remote_hint[ANR_MAX_CLASSES];
 } _anr_tcache;
 
 struct anr_heap {

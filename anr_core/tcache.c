@@ -195,9 +195,9 @@ static unsigned apply_remote(anr_heap *h, uint32_t head, uint64_t list)
 static unsigned collect(anr_heap *h, _anr_tcache *tc, uint32_t pi)
 {
     _anr_page *e = &h->pages[pi];
-    if (atomic_load_explicit(&e->remote, memory_order_relaxed) == REMOTE_OWNED)
-        return 0;
-    uint64_t list = atomic_exchange_explicit(&e->remote, REMOTE_OWNED, memory_order_acquire);
+    if (atomic_load_explicit(&e->remote, memory_order_seq_cst) == REMOTE_OWNED)
+        return 0; /* seq_cst: see hint_owner */
+    uint64_t list = atomic_exchange_explicit(&e->remote, REMOTE_OWNED, memory_order_seq_cst);
     unsigned n = apply_remote(h, pi, list);
     tc_adjust(tc, (long)n, h->cls[e->cls].size);
     return n;
@@ -288,15 +288,31 @@ static inline size_t slot_of(const anr_heap *h, uint32_t head, const void *p)
 
 /* Pushes `p` (key already set) onto an owned slab's remote list. False if
  * the slab is shared (or just became so): the locked path must free it. */
-static bool remote_push(_anr_page *e, void *p)
+/* After a push onto owned slab e's remote list: tells its owner. The push
+ * and the owner's clearing of the hint are both read-modify-writes and the
+ * reads around them seq_cst, so an owner whose scan missed the push sees the
+ * hint set again (plain loads on x86; the store only when it was clear). */
+static void hint_owner(anr_heap *h, const _anr_page *e)
+{
+    uint32_t owner = __atomic_load_n(&e->owner, __ATOMIC_RELAXED);
+    if (!owner)
+        return; /* shared now: whoever released it applied the list */
+    _Atomic uint8_t *hint = &h->tcaches[owner - 1].remote_hint[e->cls];
+    if (!atomic_load_explicit(hint, memory_order_seq_cst))
+        atomic_store_explicit(hint, 1, memory_order_relaxed);
+}
+
+static bool remote_push(anr_heap *h, _anr_page *e, void *p)
 {
     uint64_t w = atomic_load_explicit(&e->remote, memory_order_relaxed);
     while (w & REMOTE_OWNED) {
         *(uintptr_t *)p = (uintptr_t)(w & ~REMOTE_OWNED);
         if (atomic_compare_exchange_weak_explicit(&e->remote, &w,
                                                   (uint64_t)(uintptr_t)p | REMOTE_OWNED,
-                                                  memory_order_release, memory_order_relaxed))
+                                                  memory_order_seq_cst, memory_order_relaxed)) {
+            hint_owner(h, e);
             return true;
+        }
     }
     return false;
 }
@@ -350,7 +366,7 @@ static void send_home(anr_heap *h, _anr_tcache *tc, void *p, locked_batch *lb)
         own_free(h, tc, pi, slot_of(h, pi, p));
         return;
     }
-    if (owner && remote_push(e, p))
+    if (owner && remote_push(h, e, p))
         return; /* the key stays: it is queued */
     *(void **)p = lb->first;
     lb->first = p;
@@ -426,7 +442,7 @@ static void bin_drain_locked(anr_heap *h, _anr_tcache *tc, unsigned cls)
             _anr_key_clear(p);
             e->bits[idx >> 6] &= ~((uint64_t)1 << (idx & 63));
             e->nfree++;
-        } else if (!e->owner || !remote_push(e, p)) {
+        } else if (!e->owner || !remote_push(h, e, p)) {
             _anr_key_clear(p);
             _anr_free_locked(h, p, ANR_OP_FREE);
         }
@@ -647,10 +663,38 @@ static bool refill_locked(anr_heap *h, _anr_tcache *tc, unsigned cls)
     return true;
 }
 
-/* Owner: `cur` of `cls` is full (or missing). Files it as full, then finds
- * an owned slab with free slots: the avail list, else remote frees on up to
- * SCAN full slabs (rotated, so all get looked at). */
+/* Owner: looks for remote frees on up to SCAN full slabs of `cls` (rotated,
+ * so all get looked at), if another thread has pushed any since the last
+ * look: a slab that has some moves to the avail list. */
 #define SCAN 16u
+static void scan_full(anr_heap *h, _anr_tcache *tc, unsigned cls)
+{
+    if (tc->full[cls] == _ANR_NIL ||
+        !atomic_exchange_explicit(&tc->remote_hint[cls], 0, memory_order_seq_cst))
+        return;
+    uint32_t start = tc->full[cls];
+    bool all = false; /* every full slab looked at, none had frees */
+    for (unsigned i = 0; i < SCAN && tc->avail[cls] == _ANR_NIL && tc->full[cls] != _ANR_NIL;
+         i++) {
+        uint32_t f = tc->full[cls];
+        if (collect(h, tc, f)) {
+            ring_remove(h, &tc->full[cls], f);
+            ring_push(h, &tc->avail[cls], f, _ANR_TC_AVAIL);
+        } else {
+            tc->full[cls] = h->pages[f].next; /* rotate */
+            if (tc->full[cls] == start) {
+                all = true;
+                break;
+            }
+        }
+    }
+    if (!all && tc->full[cls] != _ANR_NIL) /* more may wait: look again next time */
+        atomic_store_explicit(&tc->remote_hint[cls], 1, memory_order_relaxed);
+}
+
+/* Owner: `cur` of `cls` is full (or missing). Files it as full, then finds
+ * an owned slab with free slots: the avail list, else remote frees on the
+ * full ones (scan_full), else the spare. */
 static bool next_slab(anr_heap *h, _anr_tcache *tc, unsigned cls)
 {
     uint32_t pi = tc->cur[cls];
@@ -660,16 +704,8 @@ static bool next_slab(anr_heap *h, _anr_tcache *tc, unsigned cls)
         tc->cur[cls] = _ANR_NIL;
         ring_push(h, &tc->full[cls], pi, _ANR_TC_FULL);
     }
-    for (unsigned i = 0; i < SCAN && tc->avail[cls] == _ANR_NIL && tc->full[cls] != _ANR_NIL;
-         i++) {
-        uint32_t f = tc->full[cls];
-        if (collect(h, tc, f)) {
-            ring_remove(h, &tc->full[cls], f);
-            ring_push(h, &tc->avail[cls], f, _ANR_TC_AVAIL);
-        } else {
-            tc->full[cls] = h->pages[f].next; /* rotate */
-        }
-    }
+    if (tc->avail[cls] == _ANR_NIL)
+        scan_full(h, tc, cls);
     pi = tc->avail[cls];
     if (pi != _ANR_NIL) {
         ring_remove(h, &tc->avail[cls], pi);
@@ -785,7 +821,7 @@ bool _anr_tc_free(anr_heap *h, void *p, anr_error *err)
     if (!__atomic_load_n(&e->owner, __ATOMIC_RELAXED))
         return false;
     _anr_key_set(h, p);
-    if (remote_push(e, p))
+    if (remote_push(h, e, p))
         return true;
     _anr_key_clear(p);
     return false; /* just became shared: the locked path frees it */
@@ -802,7 +838,8 @@ void _anr_tc_push_locked(anr_heap *h, uint32_t head, void *p)
         *(uintptr_t *)p = (uintptr_t)(w & ~REMOTE_OWNED);
     } while (!atomic_compare_exchange_weak_explicit(&e->remote, &w,
                                                     (uint64_t)(uintptr_t)p | REMOTE_OWNED,
-                                                    memory_order_release, memory_order_relaxed));
+                                                    memory_order_seq_cst, memory_order_relaxed));
+    hint_owner(h, e);
 }
 
 /* The heap is being destroyed: this thread may cache the next one. (Other

@@ -166,6 +166,51 @@ static void test_cross_thread_frees(void **state)
     assert_sound(h);
 }
 
+/* Objects of one-object slabs (4 KiB) freed by another thread go back to
+ * their owner's slabs when that thread exits; the owner's next mallocs of
+ * that class find them there (the other thread's pushes told it to look)
+ * instead of cutting new slabs: pages in use do not grow. */
+typedef struct free_all_arg {
+    anr_heap *h;
+    void **v;
+    unsigned n;
+} free_all_arg;
+
+static void *free_all(void *arg)
+{
+    free_all_arg *a = arg;
+    for (unsigned i = 0; i < a->n; i++)
+        if (anr_core_free(a->h, a->v[i]) != ANR_ERR_NONE)
+            return (void *)1;
+    return NULL; /* exiting flushes this thread's bins home */
+}
+
+static void test_owner_reuses_remote_frees(void **state)
+{
+    anr_heap *h = tc_heap(state, 0, 0);
+    enum { N = 40 }; /* more than one scan looks at (16) */
+    void *v[N];
+    for (unsigned i = 0; i < N; i++)
+        assert_non_null(v[i] = anr_core_alloc(h, 4096, 0, 0));
+    size_t pages = stats_of(h).pages_in_use;
+    free_all_arg a = {h, v, N};
+    pthread_t th;
+    void *ret;
+    assert_int_equal(pthread_create(&th, NULL, free_all, &a), 0);
+    assert_int_equal(pthread_join(th, &ret), 0);
+    assert_null(ret);
+    for (unsigned i = 0; i < N; i++)
+        assert_non_null(v[i] = anr_core_alloc(h, 4096, 0, 0));
+    anr_core_stats s = stats_of(h);
+    if (s.pages_in_use > pages)
+        fail_msg("%zu pages in use after reallocating, %zu before", s.pages_in_use, pages);
+    for (unsigned i = 0; i < N; i++)
+        assert_int_equal(anr_core_free(h, v[i]), ANR_ERR_NONE);
+    anr_core_flush_thread_cache(h);
+    assert_int_equal(stats_of(h).objects_in_use, 0);
+    assert_sound(h);
+}
+
 /* --- double frees through the cache --- */
 
 typedef struct df_arg {
@@ -462,7 +507,7 @@ static void test_bin_link_overwritten(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        UNIT(test_thread_exit_returns_cache), UNIT(test_cross_thread_frees),
+        UNIT(test_thread_exit_returns_cache), UNIT(test_cross_thread_frees), UNIT(test_owner_reuses_remote_frees),
         UNIT(test_double_free_caught),        UNIT(test_limit_gets_cached_memory),
         UNIT(test_fork_with_caches),          UNIT(test_more_threads_than_slots),
         UNIT(test_binned_object_is_free),     UNIT(test_bin_link_overwritten),
