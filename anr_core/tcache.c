@@ -289,8 +289,8 @@ static inline size_t slot_of(const anr_heap *h, uint32_t head, const void *p)
 /* Pushes `p` (key already set) onto an owned slab's remote list. False if
  * the slab is shared (or just became so): the locked path must free it. */
 /* After a push onto owned slab e's remote list: tells its owner. The push
- * and the owner's clearing of the hint are both read-modify-writes and the
- * reads around them seq_cst, so an owner whose scan missed the push sees the
+ * (a CAS) and the owner's clearing of the hint (an exchange) are seq_cst, as
+ * are the loads after each, so an owner whose scan missed the push finds the
  * hint set again (plain loads on x86; the store only when it was clear). */
 static void hint_owner(anr_heap *h, const _anr_page *e)
 {
@@ -299,7 +299,7 @@ static void hint_owner(anr_heap *h, const _anr_page *e)
         return; /* shared now: whoever released it applied the list */
     _Atomic uint8_t *hint = &h->tcaches[owner - 1].remote_hint[e->cls];
     if (!atomic_load_explicit(hint, memory_order_seq_cst))
-        atomic_store_explicit(hint, 1, memory_order_relaxed);
+        atomic_store_explicit(hint, 1, memory_order_release);
 }
 
 static bool remote_push(anr_heap *h, _anr_page *e, void *p)

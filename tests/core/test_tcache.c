@@ -188,7 +188,7 @@ static void *free_all(void *arg)
 static void test_owner_reuses_remote_frees(void **state)
 {
     anr_heap *h = tc_heap(state, 0, 0);
-    enum { N = 40 }; /* more than one scan looks at (16) */
+    enum { N = 40 }; /* 40 one-page slabs on the owner's full list */
     void *v[N];
     for (unsigned i = 0; i < N; i++)
         assert_non_null(v[i] = anr_core_alloc(h, 4096, 0, 0));
@@ -507,7 +507,8 @@ static void test_bin_link_overwritten(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        UNIT(test_thread_exit_returns_cache), UNIT(test_cross_thread_frees), UNIT(test_owner_reuses_remote_frees),
+        UNIT(test_thread_exit_returns_cache), UNIT(test_cross_thread_frees),
+        UNIT(test_owner_reuses_remote_frees),
         UNIT(test_double_free_caught),        UNIT(test_limit_gets_cached_memory),
         UNIT(test_fork_with_caches),          UNIT(test_more_threads_than_slots),
         UNIT(test_binned_object_is_free),     UNIT(test_bin_link_overwritten),
