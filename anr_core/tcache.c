@@ -286,8 +286,6 @@ static inline size_t slot_of(const anr_heap *h, uint32_t head, const void *p)
     return _anr_slot_of(c, (size_t)((const uint8_t *)p - slab_addr(h, head)));
 }
 
-/* Pushes `p` (key already set) onto an owned slab's remote list. False if
- * the slab is shared (or just became so): the locked path must free it. */
 /* After a push onto owned slab e's remote list: tells its owner. The push
  * (a CAS) and the owner's clearing of the hint (an exchange) are seq_cst, as
  * are the loads after each, so an owner whose scan missed the push finds the
@@ -302,6 +300,8 @@ static void hint_owner(anr_heap *h, const _anr_page *e)
         atomic_store_explicit(hint, 1, memory_order_release);
 }
 
+/* Pushes `p` (key already set) onto an owned slab's remote list. False if
+ * the slab is shared (or just became so): the locked path must free it. */
 static bool remote_push(anr_heap *h, _anr_page *e, void *p)
 {
     uint64_t w = atomic_load_explicit(&e->remote, memory_order_relaxed);
@@ -831,15 +831,10 @@ bool _anr_tc_free(anr_heap *h, void *p, anr_error *err)
  * (a deferred free, or a race with a slab being taken). */
 void _anr_tc_push_locked(anr_heap *h, uint32_t head, void *p)
 {
-    _anr_page *e = &h->pages[head];
     _anr_key_set(h, p);
-    uint64_t w = atomic_load_explicit(&e->remote, memory_order_relaxed);
-    do {
-        *(uintptr_t *)p = (uintptr_t)(w & ~REMOTE_OWNED);
-    } while (!atomic_compare_exchange_weak_explicit(&e->remote, &w,
-                                                    (uint64_t)(uintptr_t)p | REMOTE_OWNED,
-                                                    memory_order_seq_cst, memory_order_relaxed));
-    hint_owner(h, e);
+    /* Cannot fail: a slab's owner and its REMOTE_OWNED tag are set and
+     * cleared together under the lock, which is held here. */
+    (void)remote_push(h, &h->pages[head], p);
 }
 
 /* The heap is being destroyed: this thread may cache the next one. (Other
