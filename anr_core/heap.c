@@ -136,6 +136,7 @@ size_t _anr_unlock(anr_heap *h)
          * once dirty pages are gone). */
         target = 0;
     }
+    _anr_pagemap_trim(h);
     unlock_mutex(h);
     return target;
 }
@@ -157,10 +158,17 @@ size_t anr_core_tick(anr_heap *h)
     bool due = !over && !waits && h->pages_dirty && h->decay_ns && decay_due(h);
     if (due)
         h->dirty_since = 0;
+    _anr_tc_decay_locked(h, _anr_now_ns());
     unlock_mutex(h); /* not _anr_unlock: no purge round here */
-    if (over)
-        return _anr_purge(h, floor, true, true);
-    return due ? _anr_purge(h, 0, true, true) : 0;
+    size_t pages = over ? _anr_purge(h, floor, true, true) : due ? _anr_purge(h, 0, true, true) : 0;
+    /* Then the page map above a retreated top, a bounded piece per lock
+     * hold (each unlock trims too; this finishes the job when no call comes). */
+    for (bool more = true; more;) {
+        _anr_lock(h);
+        more = _anr_pagemap_trim(h);
+        unlock_mutex(h);
+    }
+    return pages;
 }
 
 void anr_core_set_background_purge(anr_heap *h, bool on)

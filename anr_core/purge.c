@@ -175,6 +175,7 @@ static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch, unsi
  * whole page-map pages around this run, those go back too (a bounded
  * madvise of metadata under the lock, once per purged run that merges into
  * a run of a page-map page or more). */
+#define TRIM_REACH 16u
 static void file_purged(anr_heap *h, uint32_t head)
 {
     uint32_t len = h->pages[head].len;
@@ -187,9 +188,13 @@ static void file_purged(anr_heap *h, uint32_t head)
     uint32_t mlen = h->pages[merged].len, per = entries_per_page(h);
     if (mlen < 2 * per)
         return;
-    uint32_t lo = head > merged + per ? head - per : merged + 1;
+    /* Up to TRIM_REACH page-map pages either side: the neighbours merged
+     * in may have been too short for a whole page-map page when they were
+     * purged. (Pages already handed back cost a page-table walk only.) */
+    uint32_t reach = TRIM_REACH * per;
+    uint32_t lo = head > merged + reach ? head - reach : merged + 1;
     uint32_t end = merged + mlen - 1; /* the tail entry stays */
-    uint32_t hi = head + len + per < end ? head + len + per : end;
+    uint32_t hi = head + len + reach < end ? head + len + reach : end;
     if (trim_entries(h, lo, hi))
         atomic_fetch_add_explicit(&h->madvise_calls, 1, memory_order_relaxed);
 }
@@ -275,7 +280,6 @@ static size_t purge(anr_heap *h, size_t target, bool may_block, bool bounded, bo
         if (locked) {
             for (unsigned i = 0; i < n; i++)
                 file_purged(h, batch[i].head);
-            _anr_pagemap_trim(h);
             _anr_unlock(h);
         } else {
             for (unsigned i = 0; i < n; i++)
@@ -305,27 +309,31 @@ size_t _anr_purge(anr_heap *h, size_t target, bool may_block, bool reuse)
 
 /* Lock held. When `top` has retreated far below the page-map entries that
  * were ever touched, hands back the page map's own pages above it: they are
- * all NONE (zero) by invariant, and a purged page reads back as zero. This is
- * the one madvise made under the lock; it is rare (the top must retreat by
- * more than PM_SLACK pages) and covers metadata only. */
-#define PM_SLACK 8192u
-/* At most this many page-map pages go back per call: the madvise runs under
- * the lock, so its cost must not grow with the heap's past size. */
+ * all NONE (zero) by invariant, and a purged page reads back as zero. The
+ * madvise runs under the lock (a grow of the top could write those entries
+ * otherwise), so it is bounded per call; every unlock and every tick of the
+ * background purger calls this, so a heap that emptied out sheds its page
+ * map within a few calls. The slack keeps a top that moves back and forth
+ * from trimming and refaulting the same entries. Returns true if more is
+ * left to trim. */
+#define PM_SLACK 2048u /* entries: 128 KiB of page map, 8 MiB of data */
+/* At most this many page-map pages go back per call. */
 #define PM_TRIM_PAGES 16u
-void _anr_pagemap_trim(anr_heap *h)
+bool _anr_pagemap_trim(anr_heap *h)
 {
     if (h->advice != ANR_PURGE_DONTNEED || h->pm_hwm <= h->top + 2 * PM_SLACK)
-        return;
+        return false;
     uintptr_t mask = h->page_size - 1;
     uintptr_t low = ((uintptr_t)&h->pages[h->top + PM_SLACK] + mask) & ~mask;
     uintptr_t to = ((uintptr_t)&h->pages[h->pm_hwm] + mask) & ~mask;
     uintptr_t from = to - low > PM_TRIM_PAGES * h->page_size ? to - PM_TRIM_PAGES * h->page_size
                                                               : low;
-    if (to > from && _anr_os_purge((void *)from, to - from, ANR_PURGE_DONTNEED) == 0) {
-        atomic_fetch_add_explicit(&h->madvise_calls, 1, memory_order_relaxed);
-        /* Entries from `from` on are back to zero; pm_hwm is an entry index. */
-        h->pm_hwm = (uint32_t)((from - (uintptr_t)h->pages) / sizeof(_anr_page));
-        if (h->pm_hwm < h->top + PM_SLACK)
-            h->pm_hwm = h->top + PM_SLACK;
-    }
+    if (to <= from || _anr_os_purge((void *)from, to - from, ANR_PURGE_DONTNEED) != 0)
+        return false;
+    atomic_fetch_add_explicit(&h->madvise_calls, 1, memory_order_relaxed);
+    /* Entries from `from` on are back to zero; pm_hwm is an entry index. */
+    h->pm_hwm = (uint32_t)((from - (uintptr_t)h->pages) / sizeof(_anr_page));
+    if (h->pm_hwm < h->top + PM_SLACK)
+        h->pm_hwm = h->top + PM_SLACK;
+    return h->pm_hwm > h->top + 2 * PM_SLACK;
 }

@@ -153,6 +153,7 @@ void _anr_tc_init(anr_heap *h, const anr_core_options *o, _anr_tcache *table, ui
     _anr_run_bins_init(h, o->tcache_run_bytes);
     atomic_init(&h->tc_key_state, 0);
     atomic_init(&h->flush_epoch, 0);
+    atomic_init(&h->idle_epoch, UINT32_MAX); /* none yet */
 }
 
 /* --- collecting remote frees --- */
@@ -622,6 +623,16 @@ static inline _anr_tcache *tc_get(anr_heap *h)
 
 _anr_tcache *_anr_tc_get(anr_heap *h) { return tc_get(h); }
 
+/* After a flush for the epoch `epoch`: if the background purger asked for it
+ * because the caches sat a decay time (anr_core_tick), what the flush freed
+ * goes back now rather than a decay time later, so that a thread's first
+ * call after a quiet period leaves the process at its floor. */
+static void purge_if_idle(anr_heap *h, uint32_t epoch, bool may_block)
+{
+    if (epoch == atomic_load_explicit(&h->idle_epoch, memory_order_relaxed))
+        _anr_purge(h, 0, may_block, true);
+}
+
 void _anr_tc_sync_try(anr_heap *h, _anr_tcache *tc)
 {
     if (tc->epoch == atomic_load_explicit(&h->flush_epoch, memory_order_relaxed) ||
@@ -630,6 +641,7 @@ void _anr_tc_sync_try(anr_heap *h, _anr_tcache *tc)
     tc->epoch = atomic_load(&h->flush_epoch);
     flush_locked(h, tc);
     _anr_unlock_and_purge(h, false);
+    purge_if_idle(h, tc->epoch, false);
 }
 
 void _anr_tc_sync(anr_heap *h, _anr_tcache *tc)
@@ -639,7 +651,32 @@ void _anr_tc_sync(anr_heap *h, _anr_tcache *tc)
         _anr_lock(h);
         flush_locked(h, tc);
         _anr_unlock(h);
+        purge_if_idle(h, tc->epoch, true);
     }
+}
+
+/* Lock held (anr_core_tick): every decay time, while any cache holds free
+ * memory, asks every cache to flush on its next malloc. A busy thread pays
+ * one flush and refill per decay time; an idle one gives its free slabs
+ * back on its first call after a quiet period (no other thread may touch
+ * them before: the owner uses them without the lock). */
+void _anr_tc_decay_locked(anr_heap *h, uint64_t now)
+{
+    if (!h->tc_on || !h->tc_active || !h->decay_ns)
+        return;
+    if (!h->tc_decay_since) {
+        h->tc_decay_since = now;
+        return;
+    }
+    if (now - h->tc_decay_since < h->decay_ns)
+        return;
+    size_t objs, bytes;
+    _anr_tc_cached(h, &objs, &bytes);
+    if (!objs)
+        return;
+    h->tc_decay_since = now;
+    uint32_t e = atomic_fetch_add(&h->flush_epoch, 1) + 1;
+    atomic_store_explicit(&h->idle_epoch, e, memory_order_relaxed);
 }
 
 /* Lock held. Takes a new slab of `cls` from the heap as the cache's `cur`.
@@ -873,7 +910,7 @@ void _anr_tc_flush_all(anr_heap *h)
 void _anr_tc_cached(const anr_heap *h, size_t *objs, size_t *bytes)
 {
     *objs = *bytes = 0;
-    for (uint32_t i = 0; h->tc_on && i < h->tc_slots; i++) {
+    for (uint32_t i = 0; h->tc_on && i < h->tc_unused; i++) { /* past tc_unused: never used */
         const _anr_tcache *tc = &h->tcaches[i];
         if (!tc->active)
             continue;

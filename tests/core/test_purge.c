@@ -302,6 +302,48 @@ static void test_rss_drops(void **state)
                  before / KiB, after / KiB, drop / KiB);
 }
 
+/* The page map follows the data: a heap that grew to 24576 pages (1.5 MiB
+ * of page-map entries at 64 bytes each) and emptied out hands its page map
+ * back, down to what is kept above the top (at most twice the 128 KiB
+ * slack) plus the slab-offset bytes (one per page) and a few pages. The
+ * objects are never written, so the RSS that grows is the page map's. */
+static void test_page_map_follows_data(void **state)
+{
+    anr_heap *h = fx_init_runs(state);
+    enum { N = 1536, PAGES = 16 };
+    static char *p[N];
+    size_t pg = sys_page(), map_bytes = (size_t)N * PAGES * 64;
+    void *warm = anr_core_alloc(h, 64, 0, 0); /* the heap's first slab, kept */
+    assert_non_null(warm);
+    size_t before = rss_bytes();
+    if (before == 0) fail_msg("cannot read this process's RSS from /proc/self");
+    for (int i = 0; i < N; i++) {
+        p[i] = anr_core_alloc(h, PAGES * pg, 0, 0);
+        assert_non_null(p[i]);
+    }
+    size_t grown = rss_bytes();
+    if (grown < before + map_bytes / 2)
+        fail_msg("RSS %zu -> %zu KiB: the page map (%zu KiB) did not show", before / KiB,
+                 grown / KiB, map_bytes / KiB);
+    /* Every other object first, so that no free run reaches the top until
+     * the end, then the rest in reverse. */
+    for (int i = 0; i < N; i += 2)
+        assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
+    for (int i = N - 1; i > 0; i -= 2)
+        assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
+    anr_core_purge(h, true);
+    anr_core_tick(h);
+    size_t after = rss_bytes();
+    assert_int_equal(stats_of(h).pages_dirty, 0);
+    size_t left = after > before ? after - before : 0;
+    if (left > 2 * 128 * KiB + (size_t)N * PAGES + 32 * KiB)
+        fail_msg("RSS %zu KiB before, %zu KiB grown, %zu KiB after emptying: %zu KiB of page map "
+                 "left",
+                 before / KiB, grown / KiB, after / KiB, left / KiB);
+    assert_int_equal(anr_core_free(h, warm), ANR_ERR_NONE);
+    assert_verify(h);
+}
+
 /* Memory handed back and reused reads as zero with ANR_ALLOC_ZERO, for both
  * purge advices (MADV_FREE pages may keep their old contents). */
 static void zero_after_purge(void **state, anr_purge_advice advice)
@@ -496,7 +538,7 @@ int main(void)
         UNIT(test_below_ceiling_and_explicit_purge),
         UNIT(test_set_page_ceiling),
         UNIT(test_madvise_coalesced),
-        UNIT(test_rss_drops),
+        UNIT(test_rss_drops), UNIT(test_page_map_follows_data),
         UNIT(test_zero_after_purge_dontneed),
         UNIT(test_zero_after_purge_free),
         UNIT(test_background_purge),

@@ -345,6 +345,50 @@ static void test_limit_gets_cached_memory(void **state)
     assert_sound(h);
 }
 
+/* --- a quiet thread's cache goes back --- */
+
+/* With a background purger calling anr_core_tick(), a thread that freed
+ * everything and went quiet gives its cache back on its first call after
+ * the decay time: its slabs and binned objects return to the heap and
+ * their pages are handed back at once, leaving the slab that call used. */
+static void test_idle_cache_goes_back(void **state)
+{
+    anr_core_options o;
+    test_options(&o);
+    o.thread_cache = true;
+    o.decay_ms = 20;
+    o.background_purge = true;
+    anr_heap *h = fx_init(state, &o);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    enum { N = 3000 };
+    static void *p[N];
+    for (unsigned i = 0; i < N; i++) {
+        size_t size = 16 + (i * 997u) % 4080u;
+        p[i] = anr_core_alloc(h, size, 0, 0);
+        assert_non_null(p[i]);
+        fill(p[i], size, i);
+    }
+    for (unsigned i = 0; i < N; i++)
+        assert_int_equal(anr_core_free(h, p[(i * 7u) % N]), ANR_ERR_NONE);
+    anr_core_stats s = stats_of(h);
+    if (s.bytes_cached < 64 * KiB || s.pages_in_use < 16)
+        fail_msg("the cache holds only %zu bytes in %zu pages after freeing everything",
+                 s.bytes_cached, s.pages_in_use);
+    /* The purger's ticks: the first starts the clock, one a decay time
+     * later asks the caches to flush. */
+    anr_core_tick(h);
+    struct timespec nap = {0, 30 * 1000 * 1000};
+    nanosleep(&nap, NULL);
+    anr_core_tick(h);
+    anr_core_free(h, anr_core_alloc(h, 32, 0, 0));
+    s = stats_of(h);
+    if (s.bytes_cached > 16 * page || s.pages_in_use > 4 || s.pages_dirty != 0)
+        fail_msg("after a quiet period and one call: %zu bytes cached, %zu pages in use, "
+                 "%zu dirty",
+                 s.bytes_cached, s.pages_in_use, s.pages_dirty);
+    assert_sound(h);
+}
+
 /* --- fork while caches are populated --- */
 
 typedef struct busy_arg {
@@ -510,6 +554,7 @@ int main(void)
         UNIT(test_thread_exit_returns_cache), UNIT(test_cross_thread_frees),
         UNIT(test_owner_reuses_remote_frees),
         UNIT(test_double_free_caught),        UNIT(test_limit_gets_cached_memory),
+        UNIT(test_idle_cache_goes_back),
         UNIT(test_fork_with_caches),          UNIT(test_more_threads_than_slots),
         UNIT(test_binned_object_is_free),     UNIT(test_bin_link_overwritten),
     };
