@@ -168,6 +168,7 @@ size_t anr_core_tick(anr_heap *h)
         more = _anr_pagemap_trim(h);
         unlock_mutex(h);
     }
+    _anr_pagemap_sweep_all(h, _anr_now_ns() | 1);
     return pages;
 }
 
@@ -765,6 +766,8 @@ size_t anr_core_purge(anr_heap *h, bool all)
         _anr_unlock(h);
     }
     size_t pages = _anr_purge(h, all ? 0 : h->floor, true, false);
+    if (all)
+        _anr_pagemap_sweep_all(h, 0);
     /* Purges inside free() could not block, so the hook may not have acted
      * on them (e.g. given quota back): it hears of this one either way. */
     if (!pages && h->hooks.purged)

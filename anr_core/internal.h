@@ -229,6 +229,9 @@ struct anr_heap {
     void *deferred_local;    /* deferred frees taken off the shared list, not yet done */
     uint32_t top;            /* first never-used page; all above is NONE and zero */
     uint32_t pm_hwm;         /* entries below this may be resident */
+    uint32_t pm_sweep;       /* the page-map sweep's next page-map page (purge.c) */
+    uint64_t pm_swept_purged; /* pages_purged when the last sweep started */
+    uint64_t pm_swept_ns;     /* and when */
     uint32_t top_max;        /* highest top ever */
     uint32_t partial[ANR_MAX_CLASSES]; /* slabs with free slots, per class */
     _anr_bins dirty_bins, clean_bins;
@@ -376,6 +379,11 @@ void _anr_reuse_note_fresh(anr_heap *h, uint32_t n);
  * within the reuse allowance (no purge round would hand any back). */
 bool _anr_reuse_waits(const anr_heap *h);
 bool _anr_pagemap_trim(anr_heap *h);
+/* Lock held: one step of the page-map sweep; false once it has gone round. */
+bool _anr_pagemap_sweep(anr_heap *h);
+/* Takes the lock: a whole sweep if pages were purged since the last (and,
+ * `now` != 0, half a decay time passed). */
+void _anr_pagemap_sweep_all(anr_heap *h, uint64_t now);
 
 /* --- tcache.c --- */
 void _anr_tc_init(anr_heap *h, const anr_core_options *o, _anr_tcache *table, uint32_t slots);

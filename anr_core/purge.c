@@ -11,6 +11,8 @@
  * busy afterwards, the purged runs go on a lock-free list that the next lock
  * holder files.
  */
+#include <sys/mman.h>
+
 #include "internal.h"
 
 /* --- age order of dirty runs --- */
@@ -336,4 +338,83 @@ bool _anr_pagemap_trim(anr_heap *h)
     if (h->pm_hwm < h->top + PM_SLACK)
         h->pm_hwm = h->top + PM_SLACK;
     return h->pm_hwm > h->top + 2 * PM_SLACK;
+}
+
+/* --- the page-map sweep ---
+ *
+ * Page-map pages whose 64 entries are all zero (interiors of free runs and
+ * of large objects) can go back wherever they are. Trimming as runs are
+ * purged covers the neighbourhood of each; a live object that keeps the top
+ * from retreating (a stdio buffer made late, say) leaves the rest of a big
+ * clean run's page map resident. The sweep finds those: mincore() says
+ * which page-map pages are resident (so the check faults nothing in), and
+ * those read as all zero are handed back. A page-map page holding any slab
+ * head is never all zero, so the entries that threads change without the
+ * lock (bitmaps, remote lists) are never in one; all else changes under the
+ * lock, which each step holds. Run by anr_core_tick() and anr_core_purge(). */
+#define PM_SWEEP_PAGES 16u /* page-map pages per step (per lock hold) */
+
+static bool all_zero(const void *page, size_t size)
+{
+    const uint64_t *w = page;
+    for (size_t i = 0; i < size / sizeof(*w); i++)
+        if (w[i])
+            return false;
+    return true;
+}
+
+bool _anr_pagemap_sweep(anr_heap *h)
+{
+    if (h->advice != ANR_PURGE_DONTNEED)
+        return false;
+    size_t pg = h->page_size;
+    uintptr_t mask = pg - 1;
+    uintptr_t first = ((uintptr_t)h->pages + mask) & ~mask;
+    uintptr_t end = (uintptr_t)&h->pages[h->pm_hwm] & ~mask;
+    uintptr_t at = first + (uintptr_t)h->pm_sweep * pg;
+    if (at >= end) {
+        h->pm_sweep = 0;
+        return false;
+    }
+    size_t n = (end - at) / pg < PM_SWEEP_PAGES ? (end - at) / pg : PM_SWEEP_PAGES;
+    unsigned char in_core[PM_SWEEP_PAGES];
+    if (mincore((void *)at, n * pg, in_core) != 0)
+        return false;
+    uintptr_t run = 0; /* start of all-zero resident pages not yet handed back */
+    for (size_t i = 0; i <= n; i++) {
+        uintptr_t page = at + i * pg;
+        bool zero = i < n && (in_core[i] & 1) && all_zero((const void *)page, pg);
+        if (zero && !run)
+            run = page;
+        if (!zero && run) {
+            if (_anr_os_purge((void *)run, page - run, ANR_PURGE_DONTNEED) == 0)
+                atomic_fetch_add_explicit(&h->madvise_calls, 1, memory_order_relaxed);
+            run = 0;
+        }
+    }
+    h->pm_sweep += (uint32_t)n;
+    return true;
+}
+
+/* A whole sweep, one step per lock hold, if pages were handed back since
+ * the last one began and (unless `now` is 0: asked for outright) half a
+ * decay time has passed since, so a heap that keeps purging pays for one
+ * sweep per half decay time at most. */
+void _anr_pagemap_sweep_all(anr_heap *h, uint64_t now)
+{
+    _anr_lock(h);
+    uint64_t purged = atomic_load_explicit(&h->pages_purged, memory_order_relaxed);
+    bool go = purged != h->pm_swept_purged && (!now || now - h->pm_swept_ns >= h->decay_ns / 2);
+    if (go) {
+        h->pm_swept_purged = purged;
+        h->pm_swept_ns = now;
+        h->pm_sweep = 0;
+    }
+    for (;;) {
+        go = go && _anr_pagemap_sweep(h);
+        _anr_unlock(h);
+        if (!go)
+            return;
+        _anr_lock(h);
+    }
 }

@@ -655,11 +655,12 @@ void _anr_tc_sync(anr_heap *h, _anr_tcache *tc)
     }
 }
 
-/* Lock held (anr_core_tick): every decay time, while any cache holds free
- * memory, asks every cache to flush on its next malloc. A busy thread pays
- * one flush and refill per decay time; an idle one gives its free slabs
- * back on its first call after a quiet period (no other thread may touch
- * them before: the owner uses them without the lock). */
+/* Lock held (anr_core_tick): every half decay time, while any cache holds
+ * free memory, asks every cache to flush on its next malloc. A busy thread
+ * pays one flush and refill per half decay time; one that went quiet gives
+ * its free slabs back on its first call a decay time later at the latest
+ * (no other thread may touch them before: the owner uses them without the
+ * lock). */
 void _anr_tc_decay_locked(anr_heap *h, uint64_t now)
 {
     if (!h->tc_on || !h->tc_active || !h->decay_ns)
@@ -668,7 +669,7 @@ void _anr_tc_decay_locked(anr_heap *h, uint64_t now)
         h->tc_decay_since = now;
         return;
     }
-    if (now - h->tc_decay_since < h->decay_ns)
+    if (now - h->tc_decay_since < h->decay_ns / 2)
         return;
     size_t objs, bytes;
     _anr_tc_cached(h, &objs, &bytes);

@@ -344,6 +344,50 @@ static void test_page_map_follows_data(void **state)
     assert_verify(h);
 }
 
+/* The same when a live object keeps the top from retreating, in real-time
+ * mode (no thread caches: no page-map madvise as runs merge): each free
+ * hands back its own run (the ceiling is one run), too short to free a
+ * page-map page, so the merged clean run's page map stays resident until
+ * the page-map sweep of anr_core_purge() finds it all zero. */
+static void test_page_map_swept_below_live_top(void **state)
+{
+    anr_core_options o;
+    test_options(&o);
+    runs_uncached(&o);
+    o.thread_cache = false;
+    enum { N = 1536, PAGES = 16 };
+    size_t pg = sys_page(), map_bytes = (size_t)N * PAGES * 64;
+    o.page_ceiling = PAGES * pg;
+    o.page_floor = 0;
+    anr_heap *h = fx_init(state, &o);
+    static char *p[N];
+    void *warm = anr_core_alloc(h, 64, 0, 0);
+    assert_non_null(warm);
+    size_t before = rss_bytes();
+    if (before == 0) fail_msg("cannot read this process's RSS from /proc/self");
+    for (int i = 0; i < N; i++) {
+        p[i] = anr_core_alloc(h, PAGES * pg, 0, 0);
+        assert_non_null(p[i]);
+    }
+    void *late = anr_core_alloc(h, PAGES * pg, 0, 0); /* at the top */
+    assert_non_null(late);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
+    size_t freed = rss_bytes();
+    if (freed < before + map_bytes / 2)
+        fail_msg("RSS %zu -> %zu KiB: the page map (%zu KiB) already went back with the runs",
+                 before / KiB, freed / KiB, map_bytes / KiB);
+    anr_core_purge(h, true);
+    size_t after = rss_bytes();
+    size_t left = after > before ? after - before : 0;
+    if (left > (size_t)N * PAGES + 32 * KiB)
+        fail_msg("RSS %zu KiB before, %zu KiB freed, %zu KiB after the sweep: %zu KiB left",
+                 before / KiB, freed / KiB, after / KiB, left / KiB);
+    assert_int_equal(anr_core_free(h, late), ANR_ERR_NONE);
+    assert_int_equal(anr_core_free(h, warm), ANR_ERR_NONE);
+    assert_verify(h);
+}
+
 /* Memory handed back and reused reads as zero with ANR_ALLOC_ZERO, for both
  * purge advices (MADV_FREE pages may keep their old contents). */
 static void zero_after_purge(void **state, anr_purge_advice advice)
@@ -539,6 +583,7 @@ int main(void)
         UNIT(test_set_page_ceiling),
         UNIT(test_madvise_coalesced),
         UNIT(test_rss_drops), UNIT(test_page_map_follows_data),
+        UNIT(test_page_map_swept_below_live_top),
         UNIT(test_zero_after_purge_dontneed),
         UNIT(test_zero_after_purge_free),
         UNIT(test_background_purge),
