@@ -380,7 +380,10 @@ static void test_page_map_swept_below_live_top(void **state)
     anr_core_purge(h, true);
     size_t after = rss_bytes();
     size_t left = after > before ? after - before : 0;
-    if (left > (size_t)N * PAGES + 32 * KiB)
+    /* An eighth of the page map: the slab-offset bytes and the late
+     * object's entries stay, and under valgrind its own bookkeeping shows
+     * in the RSS too (~100 KiB). */
+    if (left > map_bytes / 8)
         fail_msg("RSS %zu KiB before, %zu KiB freed, %zu KiB after the sweep: %zu KiB left",
                  before / KiB, freed / KiB, after / KiB, left / KiB);
     assert_int_equal(anr_core_free(h, late), ANR_ERR_NONE);
