@@ -400,7 +400,7 @@ _anr_tcache *_anr_tc_get(anr_heap *h);
 void _anr_tc_sync(anr_heap *h, _anr_tcache *tc);
 /* The same from free(), which never waits: only if the lock is free. */
 void _anr_tc_sync_try(anr_heap *h, _anr_tcache *tc);
-/* Lock held, from anr_core_tick: asks the caches to flush once per decay time. */
+/* Lock held, from anr_core_tick: asks the caches to flush every half decay time. */
 void _anr_tc_decay_locked(anr_heap *h, uint64_t now);
 
 /* --- runbins.c: freed page runs kept by thread caches --- */

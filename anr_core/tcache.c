@@ -624,9 +624,12 @@ static inline _anr_tcache *tc_get(anr_heap *h)
 _anr_tcache *_anr_tc_get(anr_heap *h) { return tc_get(h); }
 
 /* After a flush for the epoch `epoch`: if the background purger asked for it
- * because the caches sat a decay time (anr_core_tick), what the flush freed
- * goes back now rather than a decay time later, so that a thread's first
- * call after a quiet period leaves the process at its floor. */
+ * (anr_core_tick, every half decay time), the dirty pages go back now
+ * rather than a decay time later, so that a thread's first call after a
+ * quiet period leaves the process at its floor. This purge is not bounded
+ * like the rounds inside malloc: it happens once per half decay time, only
+ * with a background purger and thread caches both on (never the real-time
+ * setting), where the tick keeps dirty pages near the ceiling. */
 static void purge_if_idle(anr_heap *h, uint32_t epoch, bool may_block)
 {
     if (epoch == atomic_load_explicit(&h->idle_epoch, memory_order_relaxed))

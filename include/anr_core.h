@@ -204,9 +204,11 @@ const char *anr_core_verify(anr_heap *heap);
 void anr_core_flush_thread_cache(anr_heap *heap);
 
 /* Hands back dirty pages past the ceiling (down to the floor) and those
- * left alone longer than the decay time. Cheap when there is nothing to do;
- * for a caller's own idle loop or a background purger. Returns the pages
- * handed back. */
+ * left alone longer than the decay time, and page-map pages that describe
+ * only free memory. With thread caches, every half decay time it asks each
+ * cache to flush on its thread's next allocation, which then hands back the
+ * dirty pages at once. Cheap when there is nothing to do; for a caller's own
+ * idle loop or a background purger. Returns the data pages handed back. */
 size_t anr_core_tick(anr_heap *heap);
 
 /* Turns background_purge on or off at run time (e.g. off when the purger
