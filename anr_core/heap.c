@@ -133,8 +133,10 @@ size_t _anr_unlock(anr_heap *h)
         /* The coarse clock is a vDSO read, and only taken while dirty pages
          * wait: a call after a quiet second starts handing them back, one
          * bounded round per call until none are left (the clock restarts
-         * once dirty pages are gone). */
+         * once dirty pages are gone). The thread caches are asked to
+         * give back what they hold too (on each thread's next malloc). */
         target = 0;
+        _anr_tc_decay_locked(h, _anr_now_ns());
     }
     _anr_pagemap_trim(h);
     unlock_mutex(h);

@@ -201,9 +201,8 @@ struct anr_heap {
     pthread_key_t tc_key;    /* its destructor flushes an exiting thread's cache */
     _Atomic int tc_key_state; /* 0 none, 1 being made, 2 ready, 3 failed */
     _Atomic uint32_t flush_epoch; /* bumped to make every cache flush */
-    /* The flush_epoch that anr_core_tick() set because the caches sat a
-     * decay time: a cache that flushes for it also hands back the dirty
-     * pages (tcache.c), as if its own decay were due. */
+    /* The flush_epoch set because memory sat a decay time: a cache that
+     * flushes for it also hands back the dirty pages (tcache.c). */
     _Atomic uint32_t idle_epoch;
     uint64_t decay_ns;       /* quiet time after which dirty pages go back */
     size_t data_size;        /* npages << page_shift */
@@ -220,7 +219,7 @@ struct anr_heap {
     alignas(64) uint32_t tc_free;
     uint32_t tc_active;
     uint64_t dirty_since;    /* first time a quiet-time check saw dirty pages (ns) */
-    uint64_t tc_decay_since; /* tick: when it last asked the caches to flush (ns) */
+    uint64_t tc_decay_since; /* when the caches were last asked to flush (ns) */
     bool draining;           /* dirty pages passed the ceiling and are not yet at the floor */
     uint32_t freed_run;      /* pages of the last run freed: the next hot purge round
                               * hands back at least as many (see purge.c) */
@@ -400,7 +399,8 @@ _anr_tcache *_anr_tc_get(anr_heap *h);
 void _anr_tc_sync(anr_heap *h, _anr_tcache *tc);
 /* The same from free(), which never waits: only if the lock is free. */
 void _anr_tc_sync_try(anr_heap *h, _anr_tcache *tc);
-/* Lock held, from anr_core_tick: asks the caches to flush every half decay time. */
+/* Lock held, when the decay is due: asks the caches to flush (at most every
+ * half decay time). */
 void _anr_tc_decay_locked(anr_heap *h, uint64_t now);
 
 /* --- runbins.c: freed page runs kept by thread caches --- */

@@ -623,13 +623,14 @@ static inline _anr_tcache *tc_get(anr_heap *h)
 
 _anr_tcache *_anr_tc_get(anr_heap *h) { return tc_get(h); }
 
-/* After a flush for the epoch `epoch`: if the background purger asked for it
- * (anr_core_tick, every half decay time), the dirty pages go back now
- * rather than a decay time later, so that a thread's first call after a
- * quiet period leaves the process at its floor. This purge is not bounded
- * like the rounds inside malloc: it happens once per half decay time, only
- * with a background purger and thread caches both on (never the real-time
- * setting), where the tick keeps dirty pages near the ceiling. */
+/* After a flush for the epoch `epoch`: if it was asked for because memory
+ * sat a decay time (_anr_tc_decay_locked), the dirty pages go back now
+ * rather than a decay time later, so that a thread's first malloc after a
+ * quiet period leaves the process near its floor. This purge is not bounded
+ * like the rounds inside malloc: it happens at most once per half decay
+ * time per thread, only with thread caches (never the real-time setting),
+ * and the hysteresis keeps dirty pages within the ceiling. (The page-map
+ * sweep, which grows with the heap, is left to anr_core_tick.) */
 static void purge_if_idle(anr_heap *h, uint32_t epoch, bool may_block)
 {
     if (epoch == atomic_load_explicit(&h->idle_epoch, memory_order_relaxed))
@@ -658,21 +659,18 @@ void _anr_tc_sync(anr_heap *h, _anr_tcache *tc)
     }
 }
 
-/* Lock held (anr_core_tick): every half decay time, while any cache holds
- * free memory, asks every cache to flush on its next malloc. A busy thread
- * pays one flush and refill per half decay time; one that went quiet gives
- * its free slabs back on its first call a decay time later at the latest
- * (no other thread may touch them before: the owner uses them without the
- * lock). */
+/* Lock held: from anr_core_tick, and from a call that finds dirty pages
+ * left alone for the decay time (without a background purger). At most
+ * every half decay time, while any cache holds free memory, asks every
+ * cache to flush on its next malloc. A busy thread pays one flush and
+ * refill per half decay time; one that went quiet gives its free slabs back
+ * on its first malloc after the request (no other thread may touch them
+ * before: the owner uses them without the lock). Without a background
+ * purger the request rides on calls that take the lock, so a process whose
+ * every call is served from its caches makes none. */
 void _anr_tc_decay_locked(anr_heap *h, uint64_t now)
 {
-    if (!h->tc_on || !h->tc_active || !h->decay_ns)
-        return;
-    if (!h->tc_decay_since) {
-        h->tc_decay_since = now;
-        return;
-    }
-    if (now - h->tc_decay_since < h->decay_ns / 2)
+    if (!h->tc_on || !h->tc_active || !h->decay_ns || now - h->tc_decay_since < h->decay_ns / 2)
         return;
     size_t objs, bytes;
     _anr_tc_cached(h, &objs, &bytes);

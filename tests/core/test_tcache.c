@@ -389,6 +389,43 @@ static void test_idle_cache_goes_back(void **state)
     assert_sound(h);
 }
 
+/* Without a background purger the same request rides on a call that takes
+ * the lock and finds dirty pages left alone for the decay time (here a
+ * large allocation); the thread's next malloc then gives its cache back. */
+static void test_decay_asks_caches_back(void **state)
+{
+    anr_core_options o;
+    test_options(&o);
+    o.thread_cache = true;
+    o.decay_ms = 20;
+    anr_heap *h = fx_init(state, &o);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    enum { N = 3000 };
+    static void *p[N];
+    for (unsigned i = 0; i < N; i++) {
+        p[i] = anr_core_alloc(h, 16 + (i * 997u) % 4080u, 0, 0);
+        assert_non_null(p[i]);
+    }
+    for (unsigned i = 0; i < N; i++)
+        assert_int_equal(anr_core_free(h, p[(i * 7u) % N]), ANR_ERR_NONE);
+    anr_core_stats s = stats_of(h);
+    if (s.bytes_cached < 64 * KiB || s.pages_dirty == 0)
+        fail_msg("after freeing everything: %zu bytes cached, %zu pages dirty", s.bytes_cached,
+                 s.pages_dirty);
+    struct timespec nap = {0, 30 * 1000 * 1000};
+    nanosleep(&nap, NULL);
+    void *big = anr_core_alloc(h, 1024 * KiB, 0, 0); /* takes the lock: the decay is due */
+    assert_non_null(big);
+    assert_int_equal(anr_core_free(h, big), ANR_ERR_NONE);
+    anr_core_free(h, anr_core_alloc(h, 32, 0, 0));
+    s = stats_of(h);
+    if (s.bytes_cached > 16 * page || s.pages_in_use > 4 || s.pages_dirty != 0)
+        fail_msg("after the decay time and two calls: %zu bytes cached, %zu pages in use, "
+                 "%zu dirty",
+                 s.bytes_cached, s.pages_in_use, s.pages_dirty);
+    assert_sound(h);
+}
+
 /* --- fork while caches are populated --- */
 
 typedef struct busy_arg {
@@ -554,7 +591,7 @@ int main(void)
         UNIT(test_thread_exit_returns_cache), UNIT(test_cross_thread_frees),
         UNIT(test_owner_reuses_remote_frees),
         UNIT(test_double_free_caught),        UNIT(test_limit_gets_cached_memory),
-        UNIT(test_idle_cache_goes_back),
+        UNIT(test_idle_cache_goes_back),      UNIT(test_decay_asks_caches_back),
         UNIT(test_fork_with_caches),          UNIT(test_more_threads_than_slots),
         UNIT(test_binned_object_is_free),     UNIT(test_bin_link_overwritten),
     };
