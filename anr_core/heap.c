@@ -154,23 +154,28 @@ size_t anr_core_tick(anr_heap *h)
 {
     _anr_lock(h);
     size_t floor = h->floor;
+    uint64_t now = _anr_now_ns();
+    /* A cache flushed because memory sat a decay time (tcache.c): what it
+     * freed goes back now, and the page map is swept. */
+    bool idle = atomic_exchange_explicit(&h->idle_flushed, false, memory_order_relaxed);
     bool over = h->pages_dirty > _anr_ceiling(h);
     bool waits = over && _anr_reuse_waits(h); /* young pages within the allowance */
     over = over && !waits;
-    bool due = !over && !waits && h->pages_dirty && h->decay_ns && decay_due(h);
+    bool due = idle || (!over && !waits && h->pages_dirty && h->decay_ns && decay_due(h));
     if (due)
         h->dirty_since = 0;
-    _anr_tc_decay_locked(h, _anr_now_ns());
+    _anr_tc_decay_locked(h, now);
+    bool trim = _anr_pagemap_trim(h);
     unlock_mutex(h); /* not _anr_unlock: no purge round here */
-    size_t pages = over ? _anr_purge(h, floor, true, true) : due ? _anr_purge(h, 0, true, true) : 0;
+    size_t pages = due ? _anr_purge(h, 0, true, true) : over ? _anr_purge(h, floor, true, true) : 0;
     /* Then the page map above a retreated top, a bounded piece per lock
      * hold (each unlock trims too; this finishes the job when no call comes). */
-    for (bool more = true; more;) {
+    for (bool more = trim || pages; more;) {
         _anr_lock(h);
         more = _anr_pagemap_trim(h);
         unlock_mutex(h);
     }
-    _anr_pagemap_sweep_all(h, _anr_now_ns() | 1);
+    _anr_pagemap_sweep_all(h, idle ? 0 : now | 1);
     return pages;
 }
 

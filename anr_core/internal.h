@@ -201,9 +201,11 @@ struct anr_heap {
     pthread_key_t tc_key;    /* its destructor flushes an exiting thread's cache */
     _Atomic int tc_key_state; /* 0 none, 1 being made, 2 ready, 3 failed */
     _Atomic uint32_t flush_epoch; /* bumped to make every cache flush */
-    /* The flush_epoch set because memory sat a decay time: a cache that
-     * flushes for it also hands back the dirty pages (tcache.c). */
+    /* The flush_epoch set because memory sat a decay time; idle_flushed: a
+     * cache flushed for it, so the background purger's next tick hands the
+     * dirty pages back (tcache.c, heap.c). */
     _Atomic uint32_t idle_epoch;
+    _Atomic bool idle_flushed;
     uint64_t decay_ns;       /* quiet time after which dirty pages go back */
     size_t data_size;        /* npages << page_shift */
     /* Random, never 0: written into word 1 of a freed object that waits on

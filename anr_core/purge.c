@@ -352,7 +352,8 @@ bool _anr_pagemap_trim(anr_heap *h)
  * head is never all zero, so the entries that threads change without the
  * lock (bitmaps, remote lists) are never in one; all else changes under the
  * lock, which each step holds. Run by anr_core_tick() and anr_core_purge(). */
-#define PM_SWEEP_PAGES 16u /* page-map pages per step (per lock hold) */
+#define PM_SWEEP_BYTES (64u * 1024) /* of page map per step (per lock hold) */
+#define PM_SWEEP_MAX_PAGES 16u       /* page-map pages per step, at most */
 
 static bool all_zero(const void *page, size_t size)
 {
@@ -376,8 +377,11 @@ bool _anr_pagemap_sweep(anr_heap *h)
         h->pm_sweep = 0;
         return false;
     }
-    size_t n = (end - at) / pg < PM_SWEEP_PAGES ? (end - at) / pg : PM_SWEEP_PAGES;
-    unsigned char in_core[PM_SWEEP_PAGES];
+    size_t step = PM_SWEEP_BYTES / pg ? PM_SWEEP_BYTES / pg : 1;
+    if (step > PM_SWEEP_MAX_PAGES)
+        step = PM_SWEEP_MAX_PAGES;
+    size_t n = (end - at) / pg < step ? (end - at) / pg : step;
+    unsigned char in_core[PM_SWEEP_MAX_PAGES];
     if (mincore((void *)at, n * pg, in_core) != 0)
         return false;
     uintptr_t run = 0; /* start of all-zero resident pages not yet handed back */
@@ -398,16 +402,30 @@ bool _anr_pagemap_sweep(anr_heap *h)
 
 /* A whole sweep, one step per lock hold, if pages were handed back since
  * the last one began and (unless `now` is 0: asked for outright) half a
- * decay time has passed since, so a heap that keeps purging pays for one
- * sweep per half decay time at most. */
+ * decay time (100 ms at least) has passed since, so a heap that keeps
+ * purging pays for one sweep per half decay time at most. A step holds the
+ * lock for a mincore(), a scan of at most 64 KiB and at most one madvise
+ * of page map (also in real-time mode, where only the background purger
+ * and anr_core_purge() sweep). */
+#define PM_SWEEP_MIN_NS 100000000u
+static bool sweep_wanted(anr_heap *h, uint64_t now)
+{
+    uint64_t every = h->decay_ns / 2 > PM_SWEEP_MIN_NS ? h->decay_ns / 2 : PM_SWEEP_MIN_NS;
+    return atomic_load_explicit(&h->pages_purged, memory_order_relaxed) !=
+               __atomic_load_n(&h->pm_swept_purged, __ATOMIC_RELAXED) &&
+           (!now || now - __atomic_load_n(&h->pm_swept_ns, __ATOMIC_RELAXED) >= every);
+}
+
 void _anr_pagemap_sweep_all(anr_heap *h, uint64_t now)
 {
+    if (!sweep_wanted(h, now)) /* a hint without the lock; checked again under it */
+        return;
     _anr_lock(h);
     uint64_t purged = atomic_load_explicit(&h->pages_purged, memory_order_relaxed);
-    bool go = purged != h->pm_swept_purged && (!now || now - h->pm_swept_ns >= h->decay_ns / 2);
+    bool go = sweep_wanted(h, now);
     if (go) {
-        h->pm_swept_purged = purged;
-        h->pm_swept_ns = now;
+        __atomic_store_n(&h->pm_swept_purged, purged, __ATOMIC_RELAXED);
+        __atomic_store_n(&h->pm_swept_ns, now, __ATOMIC_RELAXED);
         h->pm_sweep = 0;
     }
     for (;;) {

@@ -154,6 +154,7 @@ void _anr_tc_init(anr_heap *h, const anr_core_options *o, _anr_tcache *table, ui
     atomic_init(&h->tc_key_state, 0);
     atomic_init(&h->flush_epoch, 0);
     atomic_init(&h->idle_epoch, UINT32_MAX); /* none yet */
+    atomic_init(&h->idle_flushed, false);
 }
 
 /* --- collecting remote frees --- */
@@ -624,17 +625,13 @@ static inline _anr_tcache *tc_get(anr_heap *h)
 _anr_tcache *_anr_tc_get(anr_heap *h) { return tc_get(h); }
 
 /* After a flush for the epoch `epoch`: if it was asked for because memory
- * sat a decay time (_anr_tc_decay_locked), the dirty pages go back now
- * rather than a decay time later, so that a thread's first malloc after a
- * quiet period leaves the process near its floor. This purge is not bounded
- * like the rounds inside malloc: it happens at most once per half decay
- * time per thread, only with thread caches (never the real-time setting),
- * and the hysteresis keeps dirty pages within the ceiling. (The page-map
- * sweep, which grows with the heap, is left to anr_core_tick.) */
-static void purge_if_idle(anr_heap *h, uint32_t epoch, bool may_block)
+ * sat a decay time (_anr_tc_decay_locked) and a background purger runs,
+ * that purger hands the freed pages back on its next tick (malloc and free
+ * leave purging to it); without one, the call's own decay rounds do. */
+static void note_idle_flush(anr_heap *h, uint32_t epoch)
 {
-    if (epoch == atomic_load_explicit(&h->idle_epoch, memory_order_relaxed))
-        _anr_purge(h, 0, may_block, true);
+    if (h->bg_purge && epoch == atomic_load_explicit(&h->idle_epoch, memory_order_relaxed))
+        atomic_store_explicit(&h->idle_flushed, true, memory_order_relaxed);
 }
 
 void _anr_tc_sync_try(anr_heap *h, _anr_tcache *tc)
@@ -644,8 +641,8 @@ void _anr_tc_sync_try(anr_heap *h, _anr_tcache *tc)
         return;
     tc->epoch = atomic_load(&h->flush_epoch);
     flush_locked(h, tc);
+    note_idle_flush(h, tc->epoch);
     _anr_unlock_and_purge(h, false);
-    purge_if_idle(h, tc->epoch, false);
 }
 
 void _anr_tc_sync(anr_heap *h, _anr_tcache *tc)
@@ -654,29 +651,31 @@ void _anr_tc_sync(anr_heap *h, _anr_tcache *tc)
         tc->epoch = atomic_load(&h->flush_epoch);
         _anr_lock(h);
         flush_locked(h, tc);
-        _anr_unlock(h);
-        purge_if_idle(h, tc->epoch, true);
+        note_idle_flush(h, tc->epoch);
+        _anr_unlock_and_purge(h, true);
     }
 }
 
 /* Lock held: from anr_core_tick, and from a call that finds dirty pages
  * left alone for the decay time (without a background purger). At most
- * every half decay time, while any cache holds free memory, asks every
- * cache to flush on its next malloc. A busy thread pays one flush and
- * refill per half decay time; one that went quiet gives its free slabs back
- * on its first malloc after the request (no other thread may touch them
- * before: the owner uses them without the lock). Without a background
- * purger the request rides on calls that take the lock, so a process whose
- * every call is served from its caches makes none. */
+ * every half decay time (100 ms at least), while any cache holds free
+ * memory, asks every cache to flush on its next malloc: a thread that went
+ * quiet gives its free slabs back on its first malloc after that (no other
+ * thread may touch them before: the owner uses them without the lock). A
+ * busy thread pays one flush and refill per half decay time. Without a
+ * background purger the request rides on calls that take the lock, so a
+ * process whose every call is served from its caches makes none. */
+#define TC_DECAY_MIN_NS 100000000u
 void _anr_tc_decay_locked(anr_heap *h, uint64_t now)
 {
-    if (!h->tc_on || !h->tc_active || !h->decay_ns || now - h->tc_decay_since < h->decay_ns / 2)
+    uint64_t every = h->decay_ns / 2 > TC_DECAY_MIN_NS ? h->decay_ns / 2 : TC_DECAY_MIN_NS;
+    if (!h->tc_on || !h->tc_active || !h->decay_ns || now - h->tc_decay_since < every)
         return;
+    h->tc_decay_since = now; /* also when the caches are empty: one scan per period */
     size_t objs, bytes;
     _anr_tc_cached(h, &objs, &bytes);
     if (!objs)
         return;
-    h->tc_decay_since = now;
     uint32_t e = atomic_fetch_add(&h->flush_epoch, 1) + 1;
     atomic_store_explicit(&h->idle_epoch, e, memory_order_relaxed);
 }

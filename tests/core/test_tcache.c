@@ -348,9 +348,10 @@ static void test_limit_gets_cached_memory(void **state)
 /* --- a quiet thread's cache goes back --- */
 
 /* With a background purger calling anr_core_tick(), a thread that freed
- * everything and went quiet gives its cache back on its first call after
- * the decay time: its slabs and binned objects return to the heap and
- * their pages are handed back at once, leaving the slab that call used. */
+ * everything and went quiet gives its cache back on its first malloc after
+ * the tick asked for it: its slabs and binned objects return to the heap,
+ * and the purger's next tick hands their pages back, leaving the slab that
+ * malloc used. */
 static void test_idle_cache_goes_back(void **state)
 {
     anr_core_options o;
@@ -374,17 +375,18 @@ static void test_idle_cache_goes_back(void **state)
     if (s.bytes_cached < 64 * KiB || s.pages_in_use < 16)
         fail_msg("the cache holds only %zu bytes in %zu pages after freeing everything",
                  s.bytes_cached, s.pages_in_use);
-    /* The purger's ticks: the first starts the clock, one a decay time
-     * later asks the caches to flush. */
-    anr_core_tick(h);
-    struct timespec nap = {0, 30 * 1000 * 1000};
-    nanosleep(&nap, NULL);
+    /* The purger's tick asks the caches to flush (the first request needs
+     * no wait); the next malloc flushes, the tick after it purges. */
     anr_core_tick(h);
     anr_core_free(h, anr_core_alloc(h, 32, 0, 0));
     s = stats_of(h);
+    if (s.bytes_cached > 16 * page || s.pages_in_use > 4)
+        fail_msg("after the request and one call: %zu bytes cached, %zu pages in use",
+                 s.bytes_cached, s.pages_in_use);
+    anr_core_tick(h);
+    s = stats_of(h);
     if (s.bytes_cached > 16 * page || s.pages_in_use > 4 || s.pages_dirty != 0)
-        fail_msg("after a quiet period and one call: %zu bytes cached, %zu pages in use, "
-                 "%zu dirty",
+        fail_msg("after the next tick: %zu bytes cached, %zu pages in use, %zu dirty",
                  s.bytes_cached, s.pages_in_use, s.pages_dirty);
     assert_sound(h);
 }
@@ -397,7 +399,7 @@ static void test_decay_asks_caches_back(void **state)
     anr_core_options o;
     test_options(&o);
     o.thread_cache = true;
-    o.decay_ms = 20;
+    o.decay_ms = 200; /* the frees take far less, even under valgrind */
     anr_heap *h = fx_init(state, &o);
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
     enum { N = 3000 };
@@ -412,17 +414,18 @@ static void test_decay_asks_caches_back(void **state)
     if (s.bytes_cached < 64 * KiB || s.pages_dirty == 0)
         fail_msg("after freeing everything: %zu bytes cached, %zu pages dirty", s.bytes_cached,
                  s.pages_dirty);
-    struct timespec nap = {0, 30 * 1000 * 1000};
+    struct timespec nap = {0, 250 * 1000 * 1000};
     nanosleep(&nap, NULL);
     void *big = anr_core_alloc(h, 1024 * KiB, 0, 0); /* takes the lock: the decay is due */
     assert_non_null(big);
     assert_int_equal(anr_core_free(h, big), ANR_ERR_NONE);
     anr_core_free(h, anr_core_alloc(h, 32, 0, 0));
     s = stats_of(h);
-    if (s.bytes_cached > 16 * page || s.pages_in_use > 4 || s.pages_dirty != 0)
-        fail_msg("after the decay time and two calls: %zu bytes cached, %zu pages in use, "
-                 "%zu dirty",
-                 s.bytes_cached, s.pages_in_use, s.pages_dirty);
+    /* (The dirty pages go back in bounded rounds, one per call that takes
+     * the lock, as for any decay.) */
+    if (s.bytes_cached > 16 * page || s.pages_in_use > 4)
+        fail_msg("after the decay time and two calls: %zu bytes cached, %zu pages in use",
+                 s.bytes_cached, s.pages_in_use);
     assert_sound(h);
 }
 
