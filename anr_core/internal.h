@@ -320,6 +320,8 @@ void _anr_run_untag(anr_heap *h, uint32_t head, uint32_t len);
 void *_anr_os_reserve(size_t *size);  /* tries smaller sizes on failure */
 void _anr_os_release(void *p, size_t size);
 int _anr_os_purge(void *p, size_t size, anr_purge_advice advice);
+/* mincore(): bit 0 of vec[i] set if page i of [p, p + size) is resident. */
+int _anr_os_resident(const void *p, size_t size, unsigned char *vec);
 size_t _anr_os_page_size(void);
 size_t _anr_os_default_mapping(void);
 

@@ -11,8 +11,6 @@
  * busy afterwards, the purged runs go on a lock-free list that the next lock
  * holder files.
  */
-#include <sys/mman.h>
-
 #include "internal.h"
 
 /* --- age order of dirty runs --- */
@@ -346,7 +344,7 @@ bool _anr_pagemap_trim(anr_heap *h)
  * of large objects) can go back wherever they are. Trimming as runs are
  * purged covers the neighbourhood of each; a live object that keeps the top
  * from retreating (a stdio buffer made late, say) leaves the rest of a big
- * clean run's page map resident. The sweep finds those: mincore() says
+ * clean run's page map resident. The sweep finds those: mincore says
  * which page-map pages are resident (so the check faults nothing in), and
  * those read as all zero are handed back. A page-map page holding any slab
  * head is never all zero, so the entries that threads change without the
@@ -355,11 +353,14 @@ bool _anr_pagemap_trim(anr_heap *h)
 #define PM_SWEEP_BYTES (64u * 1024) /* of page map per step (per lock hold) */
 #define PM_SWEEP_MAX_PAGES 16u       /* page-map pages per step, at most */
 
+/* Word by word with relaxed atomic loads: a page-map page with a slab head
+ * in it may be written by that slab's owner meanwhile (it is not zero, and
+ * the scan stops there). */
 static bool all_zero(const void *page, size_t size)
 {
-    const uint64_t *w = page;
+    const uintptr_t *w = page;
     for (size_t i = 0; i < size / sizeof(*w); i++)
-        if (w[i])
+        if (__atomic_load_n(&w[i], __ATOMIC_RELAXED))
             return false;
     return true;
 }
@@ -382,7 +383,7 @@ bool _anr_pagemap_sweep(anr_heap *h)
         step = PM_SWEEP_MAX_PAGES;
     size_t n = (end - at) / pg < step ? (end - at) / pg : step;
     unsigned char in_core[PM_SWEEP_MAX_PAGES];
-    if (mincore((void *)at, n * pg, in_core) != 0)
+    if (_anr_os_resident((const void *)at, n * pg, in_core) != 0)
         return false;
     uintptr_t run = 0; /* start of all-zero resident pages not yet handed back */
     for (size_t i = 0; i <= n; i++) {

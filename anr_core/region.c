@@ -1,5 +1,6 @@
-/* The OS primitive layer: the only file that calls mmap, munmap or madvise.
- * mmap/munmap run once per heap (init, destroy); after init only madvise. */
+/* The OS primitive layer: the only file that calls mmap, munmap, madvise or
+ * mincore. mmap/munmap run once per heap (init, destroy); after init only
+ * madvise and mincore (which reads page tables, never changes the map). */
 #include <errno.h>
 #include <stdint.h>
 #include <sys/mman.h>
@@ -67,4 +68,9 @@ int _anr_os_purge(void *p, size_t size, anr_purge_advice advice)
         rc = madvise(p, size, MADV_DONTNEED); /* kernels before 4.5 lack MADV_FREE */
     errno = saved;
     return rc;
+}
+
+int _anr_os_resident(const void *p, size_t size, unsigned char *vec)
+{
+    return mincore((void *)p, size, vec);
 }
