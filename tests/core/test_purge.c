@@ -19,13 +19,19 @@ static size_t run_pages(void)
 #define FLOOR (4 * RUN)
 #define NRUNS 40
 
+/* Test options, runs uncached, with this ceiling and floor (bytes). */
+static void marks_options(anr_core_options *o, size_t ceiling, size_t floor)
+{
+    test_options(o);
+    runs_uncached(o);
+    o->page_ceiling = ceiling;
+    o->page_floor = floor;
+}
+
 static anr_heap *heap_with_marks(void **state, size_t ceiling, size_t floor)
 {
     anr_core_options o;
-    test_options(&o);
-    runs_uncached(&o);
-    o.page_ceiling = ceiling;
-    o.page_floor = floor;
+    marks_options(&o, ceiling, floor);
     return fx_init(state, &o);
 }
 
@@ -302,6 +308,29 @@ static void test_rss_drops(void **state)
                  before / KiB, after / KiB, drop / KiB);
 }
 
+/* Page-map tests: PM_N runs of PM_PAGES pages (24576 pages, 1.5 MiB of
+ * page-map entries with 4 KiB pages), never written, so that the RSS that
+ * grows is the page map's. */
+enum { PM_N = 1536, PM_PAGES = 16 };
+#define PM_BYTES ((size_t)PM_N * PM_PAGES * 64)
+
+/* Allocates the runs into p[] and checks that the page map shows in the
+ * RSS. Returns the RSS before. */
+static size_t grow_page_map(anr_heap *h, char **p)
+{
+    size_t before = rss_bytes();
+    if (before == 0) fail_msg("cannot read this process's RSS from /proc/self");
+    for (int i = 0; i < PM_N; i++) {
+        p[i] = anr_core_alloc(h, PM_PAGES * sys_page(), 0, 0);
+        assert_non_null(p[i]);
+    }
+    size_t grown = rss_bytes();
+    if (grown < before + PM_BYTES / 2)
+        fail_msg("RSS %zu -> %zu KiB: the page map (%zu KiB) did not show", before / KiB,
+                 grown / KiB, PM_BYTES / KiB);
+    return before;
+}
+
 /* The page map follows the top: a heap that grew to 24576 pages (1.5 MiB
  * of page-map entries at 64 bytes each) and emptied out hands its page map
  * back as the top retreats, down to what is kept above the top (at most
@@ -317,37 +346,26 @@ static void test_page_map_follows_data(void **state)
     runs_uncached(&o);
     o.page_floor = 0;
     anr_heap *h = fx_init(state, &o);
-    enum { N = 1536, PAGES = 16 };
-    static char *p[N];
-    size_t pg = sys_page(), map_bytes = (size_t)N * PAGES * 64;
+    static char *p[PM_N];
     void *warm = anr_core_alloc(h, 64, 0, 0); /* the heap's first slab, kept */
     assert_non_null(warm);
-    size_t before = rss_bytes();
-    if (before == 0) fail_msg("cannot read this process's RSS from /proc/self");
-    for (int i = 0; i < N; i++) {
-        p[i] = anr_core_alloc(h, PAGES * pg, 0, 0);
-        assert_non_null(p[i]);
-    }
-    size_t grown = rss_bytes();
-    if (grown < before + map_bytes / 2)
-        fail_msg("RSS %zu -> %zu KiB: the page map (%zu KiB) did not show", before / KiB,
-                 grown / KiB, map_bytes / KiB);
+    size_t before = grow_page_map(h, p);
     /* Every other object first, so that no free run reaches the top until
      * the end, then the rest in reverse. */
-    for (int i = 0; i < N; i += 2)
+    for (int i = 0; i < PM_N; i += 2)
         assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
-    for (int i = N - 1; i > 0; i -= 2)
+    for (int i = PM_N - 1; i > 0; i -= 2)
         assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
     anr_core_purge(h, false);
     for (int i = 0; i < 64; i++) /* calls that take the lock */
-        assert_int_equal(anr_core_free(h, anr_core_alloc(h, PAGES * pg, 0, 0)), ANR_ERR_NONE);
+        assert_int_equal(anr_core_free(h, anr_core_alloc(h, PM_PAGES * sys_page(), 0, 0)),
+                         ANR_ERR_NONE);
     size_t after = rss_bytes();
     assert_int_equal(stats_of(h).pages_dirty, 0);
     size_t left = after > before ? after - before : 0;
-    if (left > 2 * 128 * KiB + (size_t)N * PAGES + 32 * KiB)
-        fail_msg("RSS %zu KiB before, %zu KiB grown, %zu KiB after emptying: %zu KiB of page map "
-                 "left",
-                 before / KiB, grown / KiB, after / KiB, left / KiB);
+    if (left > 2 * 128 * KiB + (size_t)PM_N * PM_PAGES + 32 * KiB)
+        fail_msg("RSS %zu KiB before, %zu KiB after emptying: %zu KiB of page map left",
+                 before / KiB, after / KiB, left / KiB);
     assert_int_equal(anr_core_free(h, warm), ANR_ERR_NONE);
     assert_verify(h);
 }
@@ -359,39 +377,30 @@ static void test_page_map_follows_data(void **state)
  * the page-map sweep of anr_core_purge() finds it all zero. */
 static void test_page_map_swept_below_live_top(void **state)
 {
+    size_t pg = sys_page();
     anr_core_options o;
-    test_options(&o);
-    runs_uncached(&o);
+    marks_options(&o, PM_PAGES * pg, 0);
     o.thread_cache = false;
-    enum { N = 1536, PAGES = 16 };
-    size_t pg = sys_page(), map_bytes = (size_t)N * PAGES * 64;
-    o.page_ceiling = PAGES * pg;
-    o.page_floor = 0;
     anr_heap *h = fx_init(state, &o);
-    static char *p[N];
+    static char *p[PM_N];
     void *warm = anr_core_alloc(h, 64, 0, 0);
     assert_non_null(warm);
-    size_t before = rss_bytes();
-    if (before == 0) fail_msg("cannot read this process's RSS from /proc/self");
-    for (int i = 0; i < N; i++) {
-        p[i] = anr_core_alloc(h, PAGES * pg, 0, 0);
-        assert_non_null(p[i]);
-    }
-    void *late = anr_core_alloc(h, PAGES * pg, 0, 0); /* at the top */
+    size_t before = grow_page_map(h, p);
+    void *late = anr_core_alloc(h, PM_PAGES * pg, 0, 0); /* at the top */
     assert_non_null(late);
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < PM_N; i++)
         assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
     size_t freed = rss_bytes();
-    if (freed < before + map_bytes / 2)
+    if (freed < before + PM_BYTES / 2)
         fail_msg("RSS %zu -> %zu KiB: the page map (%zu KiB) already went back with the runs",
-                 before / KiB, freed / KiB, map_bytes / KiB);
+                 before / KiB, freed / KiB, PM_BYTES / KiB);
     anr_core_purge(h, true);
     size_t after = rss_bytes();
     size_t left = after > before ? after - before : 0;
     /* An eighth of the page map: the slab-offset bytes and the late
      * object's entries stay, and under valgrind its own bookkeeping shows
      * in the RSS too (~100 KiB). */
-    if (left > map_bytes / 8)
+    if (left > PM_BYTES / 8)
         fail_msg("RSS %zu KiB before, %zu KiB freed, %zu KiB after the sweep: %zu KiB left",
                  before / KiB, freed / KiB, after / KiB, left / KiB);
     assert_int_equal(anr_core_free(h, late), ANR_ERR_NONE);
@@ -536,10 +545,7 @@ static void test_ceiling_follows_use(void **state)
 static void test_reuse_allowance(void **state)
 {
     anr_core_options o;
-    test_options(&o);
-    runs_uncached(&o);
-    o.page_ceiling = CEIL;
-    o.page_floor = FLOOR;
+    marks_options(&o, CEIL, FLOOR);
     o.young_ms = 1000; /* room for the frees below under valgrind */
     o.decay_ms = UINT32_MAX; /* only the ceiling acts here */
     anr_heap *h = fx_init(state, &o);

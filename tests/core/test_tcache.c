@@ -347,6 +347,27 @@ static void test_limit_gets_cached_memory(void **state)
 
 /* --- a quiet thread's cache goes back --- */
 
+/* Allocates 3000 objects of mixed cached sizes and frees them all: the
+ * thread's cache then holds free slots (checked). */
+static anr_core_stats fill_and_free_all(anr_heap *h)
+{
+    enum { N = 3000 };
+    static void *p[N];
+    for (unsigned i = 0; i < N; i++) {
+        size_t size = 16 + (i * 997u) % 4080u;
+        p[i] = anr_core_alloc(h, size, 0, 0);
+        assert_non_null(p[i]);
+        fill(p[i], size, i);
+    }
+    for (unsigned i = 0; i < N; i++)
+        assert_int_equal(anr_core_free(h, p[(i * 7u) % N]), ANR_ERR_NONE);
+    anr_core_stats s = stats_of(h);
+    if (s.bytes_cached < 64 * KiB || s.pages_in_use < 16 || s.pages_dirty == 0)
+        fail_msg("after freeing everything: %zu bytes cached in %zu pages, %zu dirty",
+                 s.bytes_cached, s.pages_in_use, s.pages_dirty);
+    return s;
+}
+
 /* With a background purger calling anr_core_tick(), a thread that freed
  * everything and went quiet gives its cache back on its first malloc after
  * the tick asked for it: its slabs and binned objects return to the heap,
@@ -361,20 +382,7 @@ static void test_idle_cache_goes_back(void **state)
     o.background_purge = true;
     anr_heap *h = fx_init(state, &o);
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    enum { N = 3000 };
-    static void *p[N];
-    for (unsigned i = 0; i < N; i++) {
-        size_t size = 16 + (i * 997u) % 4080u;
-        p[i] = anr_core_alloc(h, size, 0, 0);
-        assert_non_null(p[i]);
-        fill(p[i], size, i);
-    }
-    for (unsigned i = 0; i < N; i++)
-        assert_int_equal(anr_core_free(h, p[(i * 7u) % N]), ANR_ERR_NONE);
-    anr_core_stats s = stats_of(h);
-    if (s.bytes_cached < 64 * KiB || s.pages_in_use < 16)
-        fail_msg("the cache holds only %zu bytes in %zu pages after freeing everything",
-                 s.bytes_cached, s.pages_in_use);
+    anr_core_stats s = fill_and_free_all(h);
     /* The purger's tick asks the caches to flush (the first request needs
      * no wait); the next malloc flushes, the tick after it purges. */
     anr_core_tick(h);
@@ -402,25 +410,14 @@ static void test_decay_asks_caches_back(void **state)
     o.decay_ms = 200; /* the frees take far less, even under valgrind */
     anr_heap *h = fx_init(state, &o);
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    enum { N = 3000 };
-    static void *p[N];
-    for (unsigned i = 0; i < N; i++) {
-        p[i] = anr_core_alloc(h, 16 + (i * 997u) % 4080u, 0, 0);
-        assert_non_null(p[i]);
-    }
-    for (unsigned i = 0; i < N; i++)
-        assert_int_equal(anr_core_free(h, p[(i * 7u) % N]), ANR_ERR_NONE);
-    anr_core_stats s = stats_of(h);
-    if (s.bytes_cached < 64 * KiB || s.pages_dirty == 0)
-        fail_msg("after freeing everything: %zu bytes cached, %zu pages dirty", s.bytes_cached,
-                 s.pages_dirty);
+    fill_and_free_all(h);
     struct timespec nap = {0, 250 * 1000 * 1000};
     nanosleep(&nap, NULL);
     void *big = anr_core_alloc(h, 1024 * KiB, 0, 0); /* takes the lock: the decay is due */
     assert_non_null(big);
     assert_int_equal(anr_core_free(h, big), ANR_ERR_NONE);
     anr_core_free(h, anr_core_alloc(h, 32, 0, 0));
-    s = stats_of(h);
+    anr_core_stats s = stats_of(h);
     /* (The dirty pages go back in bounded rounds, one per call that takes
      * the lock, as for any decay.) */
     if (s.bytes_cached > 16 * page || s.pages_in_use > 4)
