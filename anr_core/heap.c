@@ -175,7 +175,7 @@ size_t anr_core_tick(anr_heap *h)
         more = _anr_pagemap_trim(h);
         unlock_mutex(h);
     }
-    _anr_pagemap_sweep_all(h, idle ? 0 : now | 1);
+    _anr_pagemap_sweep_all(h, idle);
     return pages;
 }
 
@@ -183,6 +183,7 @@ void anr_core_set_background_purge(anr_heap *h, bool on)
 {
     _anr_lock(h);
     h->bg_purge = on;
+    atomic_store_explicit(&h->idle_flushed, false, memory_order_relaxed);
     _anr_unlock_and_purge(h, true);
 }
 
@@ -774,7 +775,7 @@ size_t anr_core_purge(anr_heap *h, bool all)
     }
     size_t pages = _anr_purge(h, all ? 0 : h->floor, true, false);
     if (all)
-        _anr_pagemap_sweep_all(h, 0);
+        _anr_pagemap_sweep_all(h, true);
     /* Purges inside free() could not block, so the hook may not have acted
      * on them (e.g. given quota back): it hears of this one either way. */
     if (!pages && h->hooks.purged)

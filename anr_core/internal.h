@@ -156,6 +156,10 @@ typedef struct _anr_tcache {
     uint8_t run_spills[_ANR_RUN_BIN_PAGES + 1];
     uint8_t run_hit[_ANR_RUN_BIN_PAGES + 1]; /* served a malloc since it last ran dry */
     _Atomic size_t run_bytes; /* in all run bins; only the owner writes */
+    /* With a background purger: when the owner last took a slow path
+     * (refill or spill), to tell a quiet thread from a busy one when the
+     * heap asks caches back (tcache.c). */
+    uint64_t last_slow_ns;
     /* Per class: set by other threads after they push onto the remote list
      * of one of this cache's slabs, cleared by the owner before it scans its
      * full slabs for those frees, so that a refill does not look at slabs
@@ -385,8 +389,8 @@ bool _anr_pagemap_trim(anr_heap *h);
 /* Lock held: one step of the page-map sweep; false once it has gone round. */
 bool _anr_pagemap_sweep(anr_heap *h);
 /* Takes the lock: a whole sweep if pages were purged since the last (and,
- * `now` != 0, half a decay time passed). */
-void _anr_pagemap_sweep_all(anr_heap *h, uint64_t now);
+ * unless `force`, half a decay time passed). */
+void _anr_pagemap_sweep_all(anr_heap *h, bool force);
 
 /* --- tcache.c --- */
 void _anr_tc_init(anr_heap *h, const anr_core_options *o, _anr_tcache *table, uint32_t slots);

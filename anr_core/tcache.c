@@ -584,6 +584,7 @@ static _anr_tcache *slot_take(anr_heap *h)
         tc->bin_cap[c] = (uint16_t)(h->bin_max[c] < BIN_START ? h->bin_max[c] : BIN_START);
         tc->bin_spills[c] = 0;
     }
+    tc->last_slow_ns = 0;
     _anr_run_bins_reset(h, tc);
     return tc;
 }
@@ -624,14 +625,33 @@ static inline _anr_tcache *tc_get(anr_heap *h)
 
 _anr_tcache *_anr_tc_get(anr_heap *h) { return tc_get(h); }
 
-/* After a flush for the epoch `epoch`: if it was asked for because memory
- * sat a decay time (_anr_tc_decay_locked) and a background purger runs,
- * that purger hands the freed pages back on its next tick (malloc and free
- * leave purging to it); without one, the call's own decay rounds do. */
-static void note_idle_flush(anr_heap *h, uint32_t epoch)
+/* The shortest time between two requests for the caches: half the decay
+ * time, 100 ms at least. */
+#define TC_DECAY_MIN_NS 100000000u
+static uint64_t tc_decay_every(const anr_heap *h)
 {
-    if (h->bg_purge && epoch == atomic_load_explicit(&h->idle_epoch, memory_order_relaxed))
-        atomic_store_explicit(&h->idle_flushed, true, memory_order_relaxed);
+    return h->decay_ns / 2 > TC_DECAY_MIN_NS ? h->decay_ns / 2 : TC_DECAY_MIN_NS;
+}
+
+/* With a background purger, a slow path notes the time (see note_idle_flush). */
+static inline void note_slow(const anr_heap *h, _anr_tcache *tc)
+{
+    if (h->bg_purge)
+        tc->last_slow_ns = _anr_now_ns();
+}
+
+/* After a flush asked for because memory sat a decay time
+ * (_anr_tc_decay_locked): if a background purger runs and this thread took
+ * no slow path for that long (it went quiet), the purger's next tick hands
+ * the freed pages back (malloc and free leave purging to it); a busy
+ * thread's pages stay under the usual decay. Without a purger the call's
+ * own decay rounds act. */
+static void note_idle_flush(anr_heap *h, const _anr_tcache *tc)
+{
+    if (!h->bg_purge || tc->epoch != atomic_load_explicit(&h->idle_epoch, memory_order_relaxed) ||
+        _anr_now_ns() - tc->last_slow_ns < tc_decay_every(h))
+        return;
+    atomic_store_explicit(&h->idle_flushed, true, memory_order_relaxed);
 }
 
 void _anr_tc_sync_try(anr_heap *h, _anr_tcache *tc)
@@ -641,7 +661,7 @@ void _anr_tc_sync_try(anr_heap *h, _anr_tcache *tc)
         return;
     tc->epoch = atomic_load(&h->flush_epoch);
     flush_locked(h, tc);
-    note_idle_flush(h, tc->epoch);
+    note_idle_flush(h, tc);
     _anr_unlock_and_purge(h, false);
 }
 
@@ -651,7 +671,7 @@ void _anr_tc_sync(anr_heap *h, _anr_tcache *tc)
         tc->epoch = atomic_load(&h->flush_epoch);
         _anr_lock(h);
         flush_locked(h, tc);
-        note_idle_flush(h, tc->epoch);
+        note_idle_flush(h, tc);
         _anr_unlock_and_purge(h, true);
     }
 }
@@ -665,11 +685,9 @@ void _anr_tc_sync(anr_heap *h, _anr_tcache *tc)
  * busy thread pays one flush and refill per half decay time. Without a
  * background purger the request rides on calls that take the lock, so a
  * process whose every call is served from its caches makes none. */
-#define TC_DECAY_MIN_NS 100000000u
 void _anr_tc_decay_locked(anr_heap *h, uint64_t now)
 {
-    uint64_t every = h->decay_ns / 2 > TC_DECAY_MIN_NS ? h->decay_ns / 2 : TC_DECAY_MIN_NS;
-    if (!h->tc_on || !h->tc_active || !h->decay_ns || now - h->tc_decay_since < every)
+    if (!h->tc_on || !h->tc_active || !h->decay_ns || now - h->tc_decay_since < tc_decay_every(h))
         return;
     h->tc_decay_since = now; /* also when the caches are empty: one scan per period */
     size_t objs, bytes;
@@ -777,6 +795,7 @@ static inline void *take_slot(anr_heap *h, _anr_tcache *tc, uint32_t head, unsig
 static void *alloc_slow(anr_heap *h, _anr_tcache *tc, unsigned cls)
 {
     _anr_tc_sync(h, tc);
+    note_slow(h, tc);
     if (tc->bin[cls]) /* the fast path found a broken link: report, drop the rest */
         return bin_pop(h, tc, cls);
     uint32_t head = tc->cur[cls];
@@ -816,6 +835,7 @@ void *_anr_tc_alloc(anr_heap *h, unsigned cls)
 /* Owner: a free found the bin full; its older half goes home first. */
 static void bin_full(anr_heap *h, _anr_tcache *tc, unsigned cls)
 {
+    note_slow(h, tc);
     /* Full again and again without running dry between: more frees than
      * mallocs here (a consumer, or a program freeing everything): shrink. */
     if (++tc->bin_spills[cls] >= BIN_SHRINK_AFTER) {

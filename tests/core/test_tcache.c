@@ -368,34 +368,71 @@ static anr_core_stats fill_and_free_all(anr_heap *h)
     return s;
 }
 
-/* With a background purger calling anr_core_tick(), a thread that freed
- * everything and went quiet gives its cache back on its first malloc after
- * the tick asked for it: its slabs and binned objects return to the heap,
- * and the purger's next tick hands their pages back, leaving the slab that
- * malloc used. */
-static void test_idle_cache_goes_back(void **state)
+/* A heap with thread caches, a background purger and this decay time,
+ * whose floor (2048 pages) keeps the dirty pages of fill_and_free_all
+ * (fewer) from going back by the ceiling: only a request to the caches
+ * acts. */
+static anr_heap *purger_heap(void **state, uint32_t decay_ms)
 {
     anr_core_options o;
     test_options(&o);
     o.thread_cache = true;
-    o.decay_ms = 20;
+    o.decay_ms = decay_ms;
     o.background_purge = true;
-    anr_heap *h = fx_init(state, &o);
+    o.page_ceiling = 4096;
+    o.page_floor = 2048;
+    return fx_init(state, &o);
+}
+
+/* With a background purger calling anr_core_tick(), a thread that freed
+ * everything and went quiet (no slow path for half the decay time) gives
+ * its cache back on its first malloc after the tick asked for it: its slabs
+ * and binned objects return to the heap, and the purger's next tick hands
+ * their pages back, leaving the slab that malloc used. (The decay itself
+ * is not due by then: its clock starts at the first tick.) */
+static void test_idle_cache_goes_back(void **state)
+{
+    anr_heap *h = purger_heap(state, 400);
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    anr_core_stats s = fill_and_free_all(h);
-    /* The purger's tick asks the caches to flush (the first request needs
-     * no wait); the next malloc flushes, the tick after it purges. */
+    fill_and_free_all(h);
+    struct timespec nap = {0, 250 * 1000 * 1000}; /* quiet for more than decay / 2 */
+    nanosleep(&nap, NULL);
+    /* The tick asks the caches back (the first request needs no wait); the
+     * next malloc flushes, the tick after it purges. */
     anr_core_tick(h);
     anr_core_free(h, anr_core_alloc(h, 32, 0, 0));
-    s = stats_of(h);
-    if (s.bytes_cached > 16 * page || s.pages_in_use > 4)
-        fail_msg("after the request and one call: %zu bytes cached, %zu pages in use",
-                 s.bytes_cached, s.pages_in_use);
+    anr_core_stats s = stats_of(h);
+    if (s.bytes_cached > 16 * page || s.pages_in_use > 4 || s.pages_dirty == 0)
+        fail_msg("after the request and one call: %zu bytes cached, %zu pages in use, %zu dirty",
+                 s.bytes_cached, s.pages_in_use, s.pages_dirty);
     anr_core_tick(h);
     s = stats_of(h);
     if (s.bytes_cached > 16 * page || s.pages_in_use > 4 || s.pages_dirty != 0)
         fail_msg("after the next tick: %zu bytes cached, %zu pages in use, %zu dirty",
                  s.bytes_cached, s.pages_in_use, s.pages_dirty);
+    assert_sound(h);
+}
+
+/* A thread that is busy when the caches are asked back gives its cache
+ * back too, but its pages stay under the usual hysteresis and decay: the
+ * purger's next tick leaves them. */
+static void test_busy_cache_keeps_its_pages(void **state)
+{
+    anr_heap *h = purger_heap(state, 10000);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    fill_and_free_all(h); /* slow paths just now */
+    anr_core_tick(h);
+    anr_core_free(h, anr_core_alloc(h, 32, 0, 0));
+    anr_core_stats s = stats_of(h);
+    size_t dirty = s.pages_dirty;
+    if (s.bytes_cached > 16 * page || dirty == 0)
+        fail_msg("after the request and one call: %zu bytes cached, %zu dirty", s.bytes_cached,
+                 dirty);
+    anr_core_tick(h);
+    s = stats_of(h);
+    if (s.pages_dirty != dirty)
+        fail_msg("a busy thread's %zu dirty pages went to %zu at the next tick", dirty,
+                 s.pages_dirty);
     assert_sound(h);
 }
 
@@ -591,7 +628,8 @@ int main(void)
         UNIT(test_thread_exit_returns_cache), UNIT(test_cross_thread_frees),
         UNIT(test_owner_reuses_remote_frees),
         UNIT(test_double_free_caught),        UNIT(test_limit_gets_cached_memory),
-        UNIT(test_idle_cache_goes_back),      UNIT(test_decay_asks_caches_back),
+        UNIT(test_idle_cache_goes_back),      UNIT(test_busy_cache_keeps_its_pages),
+        UNIT(test_decay_asks_caches_back),
         UNIT(test_fork_with_caches),          UNIT(test_more_threads_than_slots),
         UNIT(test_binned_object_is_free),     UNIT(test_bin_link_overwritten),
     };
