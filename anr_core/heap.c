@@ -101,9 +101,8 @@ uint64_t _anr_now_ns(void)
 
 /* Lock held. True if dirty pages have sat longer than the decay time. The
  * clock starts at the first check that sees dirty pages. */
-static bool decay_due(anr_heap *h)
+static bool decay_due(anr_heap *h, uint64_t now)
 {
-    uint64_t now = _anr_now_ns();
     if (!h->dirty_since) {
         h->dirty_since = now;
         return false;
@@ -129,14 +128,17 @@ size_t _anr_unlock(anr_heap *h)
             target = floor;
     } else if (!h->pages_dirty) {
         h->dirty_since = 0;
-    } else if (h->decay_ns && !h->bg_purge && decay_due(h)) {
+    } else if (h->decay_ns && !h->bg_purge) {
         /* The coarse clock is a vDSO read, and only taken while dirty pages
          * wait: a call after a quiet second starts handing them back, one
          * bounded round per call until none are left (the clock restarts
          * once dirty pages are gone). The thread caches are asked to
          * give back what they hold too (on each thread's next malloc). */
-        target = 0;
-        _anr_tc_decay_locked(h, _anr_now_ns());
+        uint64_t now = _anr_now_ns();
+        if (decay_due(h, now)) {
+            target = 0;
+            _anr_tc_decay_locked(h, now);
+        }
     }
     _anr_pagemap_trim(h);
     unlock_mutex(h);
@@ -161,7 +163,7 @@ size_t anr_core_tick(anr_heap *h)
     bool over = h->pages_dirty > _anr_ceiling(h);
     bool waits = over && _anr_reuse_waits(h); /* young pages within the allowance */
     over = over && !waits;
-    bool due = idle || (!over && !waits && h->pages_dirty && h->decay_ns && decay_due(h));
+    bool due = idle || (!over && !waits && h->pages_dirty && h->decay_ns && decay_due(h, now));
     if (due)
         h->dirty_since = 0;
     _anr_tc_decay_locked(h, now);

@@ -311,6 +311,14 @@ static inline size_t _anr_limit_use(const anr_heap *h)
 
 /* The coarse monotonic clock (a vDSO read), in ns. */
 uint64_t _anr_now_ns(void);
+
+/* The shortest time between two of the decay's slower jobs (asking the
+ * thread caches back, sweeping the page map): half the decay time, 100 ms
+ * at least. */
+static inline uint64_t _anr_half_decay_ns(const anr_heap *h)
+{
+    return h->decay_ns / 2 > 100000000u ? h->decay_ns / 2 : 100000000u;
+}
 /* When a dirty run was filed: kept in its head entry's first bitmap word,
  * which free runs do not otherwise use. */
 #define _ANR_FREED_AT(e) ((e)->bits[0])

@@ -403,18 +403,17 @@ bool _anr_pagemap_sweep(anr_heap *h)
 
 /* A whole sweep, one step per lock hold, if pages were handed back since
  * the last one began and (unless `force`) half a decay time (100 ms at
- * least) has passed since, so a heap that keeps
- * purging pays for one sweep per half decay time at most. A step holds the
+ * least) has passed since, so a heap that keeps purging pays for one sweep
+ * per half decay time at most. A step holds the
  * lock for a mincore(), a scan of at most 64 KiB and at most one madvise
  * of page map (also in real-time mode, where only the background purger
  * and anr_core_purge() sweep). */
-#define PM_SWEEP_MIN_NS 100000000u
 static bool sweep_wanted(anr_heap *h, uint64_t now, bool force)
 {
-    uint64_t every = h->decay_ns / 2 > PM_SWEEP_MIN_NS ? h->decay_ns / 2 : PM_SWEEP_MIN_NS;
     return atomic_load_explicit(&h->pages_purged, memory_order_relaxed) !=
                __atomic_load_n(&h->pm_swept_purged, __ATOMIC_RELAXED) &&
-           (force || now - __atomic_load_n(&h->pm_swept_ns, __ATOMIC_RELAXED) >= every);
+           (force || now - __atomic_load_n(&h->pm_swept_ns, __ATOMIC_RELAXED) >=
+                         _anr_half_decay_ns(h));
 }
 
 void _anr_pagemap_sweep_all(anr_heap *h, bool force)

@@ -625,14 +625,6 @@ static inline _anr_tcache *tc_get(anr_heap *h)
 
 _anr_tcache *_anr_tc_get(anr_heap *h) { return tc_get(h); }
 
-/* The shortest time between two requests for the caches: half the decay
- * time, 100 ms at least. */
-#define TC_DECAY_MIN_NS 100000000u
-static uint64_t tc_decay_every(const anr_heap *h)
-{
-    return h->decay_ns / 2 > TC_DECAY_MIN_NS ? h->decay_ns / 2 : TC_DECAY_MIN_NS;
-}
-
 /* With a background purger, a slow path notes the time (see note_idle_flush). */
 static inline void note_slow(const anr_heap *h, _anr_tcache *tc)
 {
@@ -649,7 +641,7 @@ static inline void note_slow(const anr_heap *h, _anr_tcache *tc)
 static void note_idle_flush(anr_heap *h, const _anr_tcache *tc)
 {
     if (!h->bg_purge || tc->epoch != atomic_load_explicit(&h->idle_epoch, memory_order_relaxed) ||
-        _anr_now_ns() - tc->last_slow_ns < tc_decay_every(h))
+        _anr_now_ns() - tc->last_slow_ns < _anr_half_decay_ns(h))
         return;
     atomic_store_explicit(&h->idle_flushed, true, memory_order_relaxed);
 }
@@ -687,7 +679,7 @@ void _anr_tc_sync(anr_heap *h, _anr_tcache *tc)
  * process whose every call is served from its caches makes none. */
 void _anr_tc_decay_locked(anr_heap *h, uint64_t now)
 {
-    if (!h->tc_on || !h->tc_active || !h->decay_ns || now - h->tc_decay_since < tc_decay_every(h))
+    if (!h->tc_on || !h->tc_active || !h->decay_ns || now - h->tc_decay_since < _anr_half_decay_ns(h))
         return;
     h->tc_decay_since = now; /* also when the caches are empty: one scan per period */
     size_t objs, bytes;

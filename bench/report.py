@@ -246,8 +246,9 @@ def targets(vals, allocs):
         text = ("RSS growth / live ≤ 2 + ceiling/live (= %.2f): gmalloc %.2f× at once, %.2f× after 1 s idle "
                 "(%s); all freed, at once / after idle / after idle + 1 call / 100 ms later: %s MiB "
                 "(lowest ≤ 2 MiB)%s" % (bound, now, idle, peers, row(ends), bg))
-        res.append((4, text, verdict(ok_live and ok_end) if ok_live == ok_end or not ok_live
-                    else "**part** (RSS/live met; free-all not by default)"))
+        part = ok_live and not ok_end
+        res.append((4, text, "**part** (RSS/live met; free-all not by default)" if part
+                    else verdict(ok_live and ok_end)))
     else:
         res.append((4, "Memory follows live data", verdict(None)))
 
