@@ -71,6 +71,90 @@ static inline void bin_push(const anr_heap *h, _anr_tcache *tc, unsigned cls, vo
     bin_count(tc, cls, tc->bin_n[cls] + 1u);
 }
 
+/* Run bins (runbins.c): the run after `p`, NULL at the end, BIN_BAD if the
+ * link was overwritten (it does not decode to a page start in the data).
+ * The data starts on a page, so a mask tests the page start (a divide by
+ * the page size cost a fifth of a pop). */
+static inline void *_anr_run_next(const anr_heap *h, const void *p)
+{
+    void *next = bin_next(h, p);
+    return next != BIN_BAD && ((uintptr_t)next & (h->page_size - 1)) ? BIN_BAD : next;
+}
+
+/* Owner: run bin n now holds `count` runs. (Statistics read the counts
+ * from other threads, hence the atomic stores.) */
+static inline void _anr_run_count(const anr_heap *h, _anr_tcache *tc, uint32_t n, unsigned count)
+{
+    size_t bytes = atomic_load_explicit(&tc->run_bytes, memory_order_relaxed);
+    size_t run = (size_t)n << h->page_shift;
+    bytes = count >= tc->run_n[n] ? bytes + (count - tc->run_n[n]) * run
+                                  : bytes - (tc->run_n[n] - count) * run;
+    __atomic_store_n(&tc->run_n[n], (uint16_t)count, __ATOMIC_RELAXED);
+    atomic_store_explicit(&tc->run_bytes, bytes, memory_order_relaxed);
+}
+
+/* malloc(size) of a page run (past the largest class) from this thread's
+ * run bin of its length, or NULL: an empty bin, a flush request, a bad
+ * link, a length the bins do not keep. runbins.c's _anr_run_bin_alloc
+ * handles those (it also grows the bin's capacity and tries one page
+ * longer). Tried after _anr_fast_alloc, in the callers' slow halves, so
+ * that the small-object path keeps its registers. */
+static inline void *_anr_fast_run_alloc(const anr_heap *h, size_t size)
+{
+    size_t n = (size + h->page_size - 1) >> h->page_shift;
+    /* With run bins off run_min = run_max = 0: only n = 0 (size 0) passes,
+     * and bin 0 is always empty. */
+    if (n - h->run_min > (size_t)(h->run_max - h->run_min))
+        return NULL;
+    _anr_tcache *tc = _anr_tc_mine(h);
+    if (__builtin_expect(!tc, 0))
+        return NULL;
+    void *p = tc->run_bin[n];
+    if (!p || tc->epoch != atomic_load_explicit(&((anr_heap *)h)->flush_epoch, memory_order_relaxed))
+        return NULL;
+    void *next = _anr_run_next(h, p);
+    if (__builtin_expect(next == BIN_BAD, 0))
+        return NULL; /* the full path reports it */
+    tc->run_bin[n] = next;
+    tc->run_hit[n] = 1;
+    _anr_run_count(h, tc, (uint32_t)n, tc->run_n[n] - 1u);
+    _anr_key_clear(p);
+    return p;
+}
+
+/* free(p) of a live page run into this thread's run bin: true if done.
+ * False for anything else (a full bin, the byte bound, a flush request, a
+ * pointer that is not a live run's start): runbins.c's _anr_run_bin_free
+ * and the locked path handle and report those. */
+static inline bool _anr_fast_run_free(const anr_heap *h, void *p)
+{
+    size_t off = (size_t)((uintptr_t)p - (uintptr_t)h->data);
+    if (off >= h->data_size || (off & (h->page_size - 1)))
+        return false;
+    const _anr_page *e = &h->pages[off >> h->page_shift];
+    if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_LARGE)
+        return false;
+    uint32_t n = __atomic_load_n(&e->len, __ATOMIC_RELAXED);
+    _anr_tcache *tc = _anr_tc_mine(h);
+    if (!tc || n - h->run_min > h->run_max - h->run_min || tc->run_n[n] >= tc->run_cap[n] ||
+        tc->epoch != atomic_load_explicit(&((anr_heap *)h)->flush_epoch, memory_order_relaxed))
+        return false;
+    size_t bytes = (size_t)n << h->page_shift;
+    if (atomic_load_explicit(&tc->run_bytes, memory_order_relaxed) + bytes > h->tc_run_bytes ||
+        _anr_key_is_set(h, p))
+        return false;
+    /* Another thread's free of `p` at once (a double free racing itself)
+     * may have merged it since: look again (see _anr_run_bin_free). */
+    if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_LARGE ||
+        __atomic_load_n(&e->len, __ATOMIC_RELAXED) != n)
+        return false;
+    *(uintptr_t *)p = bin_link(h, tc->run_bin[n]);
+    _anr_key_set(h, p);
+    tc->run_bin[n] = p;
+    _anr_run_count(h, tc, n, tc->run_n[n] + 1u);
+    return true;
+}
+
 /* malloc(size) from this thread's bin, or NULL. */
 static inline void *_anr_fast_alloc(const anr_heap *h, size_t size)
 {

@@ -380,6 +380,8 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
     }
     if (align <= ALIGN && !(flags & ~ANR_ALLOC_ZERO)) {
         void *p = _anr_fast_alloc(h, size);
+        if (!p)
+            p = _anr_fast_run_alloc(h, size);
         if (p) {
             if (flags & ANR_ALLOC_ZERO)
                 memset(p, 0, size);
@@ -571,7 +573,7 @@ void _anr_defer_chain(anr_heap *h, void *first, void *last, size_t n)
 
 anr_error anr_core_free(anr_heap *h, void *p)
 {
-    if (_anr_fast_free(h, p))
+    if (_anr_fast_free(h, p) || _anr_fast_run_free(h, p))
         return ANR_ERR_NONE;
     if (!p)
         return ANR_ERR_NONE;

@@ -60,14 +60,6 @@ void _anr_run_bins_reset(const anr_heap *h, _anr_tcache *tc)
     atomic_store_explicit(&tc->run_bytes, 0, memory_order_relaxed);
 }
 
-/* The run after `p` in a bin: NULL at the end, BIN_BAD if the link was
- * overwritten (it does not decode to a page start in the data). */
-static inline void *run_next(const anr_heap *h, const void *p)
-{
-    void *next = bin_next(h, p);
-    return next != BIN_BAD && (uintptr_t)next % h->page_size ? BIN_BAD : next;
-}
-
 /* Owner: bytes in all bins, after the counts changed. */
 static void run_recount(const anr_heap *h, _anr_tcache *tc)
 {
@@ -77,23 +69,11 @@ static void run_recount(const anr_heap *h, _anr_tcache *tc)
     atomic_store_explicit(&tc->run_bytes, pages << h->page_shift, memory_order_relaxed);
 }
 
-/* Owner: bin n now holds `count` runs. (Statistics read the counts from
- * other threads, hence the atomic stores.) */
-static inline void run_count(const anr_heap *h, _anr_tcache *tc, uint32_t n, unsigned count)
-{
-    size_t bytes = atomic_load_explicit(&tc->run_bytes, memory_order_relaxed);
-    size_t run = (size_t)n << h->page_shift;
-    bytes = count >= tc->run_n[n] ? bytes + (count - tc->run_n[n]) * run
-                                  : bytes - (tc->run_n[n] - count) * run;
-    __atomic_store_n(&tc->run_n[n], (uint16_t)count, __ATOMIC_RELAXED);
-    atomic_store_explicit(&tc->run_bytes, bytes, memory_order_relaxed);
-}
-
 /* Owner: pops the newest run of bin n (not empty). */
 static void *run_pop(anr_heap *h, _anr_tcache *tc, uint32_t n)
 {
     void *p = tc->run_bin[n];
-    void *next = run_next(h, p);
+    void *next = _anr_run_next(h, p);
     if (next == BIN_BAD) {
         /* A use after free scribbled on the link: the rest stays counted in
          * use (a leak, never a wild pointer). */
@@ -103,7 +83,7 @@ static void *run_pop(anr_heap *h, _anr_tcache *tc, uint32_t n)
         run_recount(h, tc);
     } else {
         tc->run_bin[n] = next;
-        run_count(h, tc, n, tc->run_n[n] - 1u);
+        _anr_run_count(h, tc, n, tc->run_n[n] - 1u);
     }
     _anr_key_clear(p);
     return p;
@@ -148,7 +128,7 @@ static void run_spill(anr_heap *h, _anr_tcache *tc, uint32_t n, unsigned keep)
     void *rest = tc->run_bin[n], *tail = NULL;
     unsigned kept = 0;
     while (rest && kept < keep) {
-        void *next = run_next(h, rest);
+        void *next = _anr_run_next(h, rest);
         if (next == BIN_BAD) {
             _anr_report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, rest);
             next = NULL;
@@ -165,7 +145,7 @@ static void run_spill(anr_heap *h, _anr_tcache *tc, uint32_t n, unsigned keep)
     void *first = NULL, *last = NULL;
     size_t gone = 0;
     while (rest) {
-        void *next = run_next(h, rest);
+        void *next = _anr_run_next(h, rest);
         *(void **)rest = first;
         first = rest;
         if (!last)
@@ -244,7 +224,7 @@ bool _anr_run_bin_free(anr_heap *h, void *p, anr_error *err)
     *(uintptr_t *)p = bin_link(h, tc->run_bin[n]);
     _anr_key_set(h, p);
     tc->run_bin[n] = p;
-    run_count(h, tc, n, tc->run_n[n] + 1u);
+    _anr_run_count(h, tc, n, tc->run_n[n] + 1u);
     return true;
 }
 
@@ -258,7 +238,7 @@ void _anr_run_bins_drain_locked(anr_heap *h, _anr_tcache *tc)
         tc->run_bin[n] = NULL;
         __atomic_store_n(&tc->run_n[n], 0, __ATOMIC_RELAXED);
         while (p && left--) {
-            void *next = run_next(h, p);
+            void *next = _anr_run_next(h, p);
             _anr_key_clear(p);
             _anr_free_locked(h, p, ANR_OP_FREE);
             if (next == BIN_BAD) {

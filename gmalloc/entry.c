@@ -19,12 +19,16 @@
 
 /* malloc and free try the engine's inline fast path first, with nothing
  * else on the way (the slow halves are separate functions, so the fast
- * path saves no registers). */
+ * path saves no registers). The slow halves try the page-run bins inline
+ * before the full path. */
 static __attribute__((noinline)) void *malloc_slow(size_t size, void *caller)
 {
     if (GM_DEBUG_ON())
         return _gm_dbg_alloc("malloc", size, 0, false, caller);
-    void *p = anr_core_alloc(gm_heap(), size, 0, 0);
+    anr_heap *h = gm_heap();
+    void *p = _anr_fast_run_alloc(h, size); /* a page run from this thread's bin */
+    if (!p)
+        p = anr_core_alloc(h, size, 0, 0);
     return p ? p : _gm_alloc_failed("malloc", size);
 }
 
@@ -48,6 +52,8 @@ static __attribute__((noinline)) void free_slow(void *p, void *caller)
         return;
     }
     anr_heap *h = gm_heap();
+    if (_anr_fast_run_free(h, p))
+        return;
     if (!anr_core_owns(h, p))
         return; /* not ours: memory the loader had before we were called */
     int saved = errno;

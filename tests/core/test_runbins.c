@@ -265,6 +265,80 @@ static void test_bins_bounded(void **state)
     assert_verify(h);
 }
 
+/* --- a flush request reaches the bins at the owner's next call --- */
+
+static void *purge_all(void *h)
+{
+    anr_core_purge(h, true);
+    return NULL;
+}
+
+/* Another thread's malloc_trim (anr_core_purge(all)) asks every cache
+ * back; this thread's bins go back at its next malloc or free of a run,
+ * even one that its bins could serve or take without the lock. */
+static void purge_from_another_thread(anr_heap *h)
+{
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, purge_all, h), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+}
+
+/* `n` runs (1 or 2) in this thread's bin, which has room for more; the
+ * runs around them stay in use (keep[], NULL where none), so that the
+ * binned ones cannot merge. */
+static void bin_runs(anr_heap *h, unsigned n, void *keep[3])
+{
+    void *a = anr_core_alloc(h, run_size(0), 0, 0);
+    void *b = anr_core_alloc(h, run_size(0), 0, 0);
+    keep[0] = anr_core_alloc(h, run_size(0), 0, 0);
+    keep[1] = anr_core_alloc(h, run_size(0), 0, 0);
+    keep[2] = n == 2 ? NULL : b;
+    assert_non_null(a);
+    assert_non_null(b);
+    anr_core_free(h, a);
+    if (n == 2)
+        anr_core_free(h, b);
+    assert_int_equal(stats_of(h).bytes_cached, n * run_size(0));
+}
+
+static void free_kept(anr_heap *h, void *keep[3])
+{
+    for (int i = 0; i < 3; i++)
+        anr_core_free(h, keep[i]);
+    anr_core_flush_thread_cache(h);
+}
+
+static void test_flush_request_reaches_bins(void **state)
+{
+    anr_heap *h = run_heap(state, 0, 0);
+    void *keep[3];
+
+    /* Two binned: the next malloc hands both back, not only the one it
+     * would have taken. */
+    bin_runs(h, 2, keep);
+    purge_from_another_thread(h);
+    assert_int_equal(stats_of(h).bytes_cached, 2 * run_size(0));
+    void *p = anr_core_alloc(h, run_size(0), 0, 0);
+    assert_non_null(p);
+    assert_int_equal(stats_of(h).bytes_cached, 0);
+    anr_core_free(h, p);
+    free_kept(h, keep);
+
+    /* One binned, room for another: the next free hands it back and does
+     * not bin the run it frees. */
+    bin_runs(h, 1, keep);
+    purge_from_another_thread(h);
+    anr_core_free(h, keep[0]);
+    keep[0] = NULL;
+    assert_int_equal(stats_of(h).bytes_cached, 0);
+    free_kept(h, keep);
+    anr_core_stats s = stats_of(h);
+    assert_int_equal(s.pages_in_use, 0);
+    assert_int_equal(s.bytes_cached, 0);
+    assert_int_equal(errors_seen, 0);
+    assert_verify(h);
+}
+
 /* --- the limit takes back what run bins hold --- */
 
 typedef struct idle_arg {
@@ -537,6 +611,7 @@ int main(void)
         UNIT(test_freed_run_is_reused),      UNIT(test_one_page_longer_serves),
         UNIT(test_binned_run_is_free),
         UNIT(test_thread_exit_returns_runs), UNIT(test_bins_bounded),
+        UNIT(test_flush_request_reaches_bins),
         UNIT(test_limit_gets_binned_runs),   UNIT(test_fork_with_binned_runs),
         UNIT(test_run_link_overwritten),     UNIT(test_walk_skips_binned),
     };
