@@ -93,6 +93,15 @@ static inline void _anr_run_count(const anr_heap *h, _anr_tcache *tc, uint32_t n
     atomic_store_explicit(&tc->run_bytes, bytes, memory_order_relaxed);
 }
 
+/* Owner: puts the free run `p` of n pages on its bin, marked free. */
+static inline void _anr_run_push(const anr_heap *h, _anr_tcache *tc, uint32_t n, void *p)
+{
+    *(uintptr_t *)p = bin_link(h, tc->run_bin[n]);
+    _anr_key_set(h, p);
+    tc->run_bin[n] = p;
+    _anr_run_count(h, tc, n, tc->run_n[n] + 1u);
+}
+
 /* malloc(size) of a page run (past the largest class) from this thread's
  * run bin of its length, or NULL: an empty bin, a flush request, a bad
  * link, a length the bins do not keep. runbins.c's _anr_run_bin_alloc
@@ -148,10 +157,7 @@ static inline bool _anr_fast_run_free(const anr_heap *h, void *p)
     if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_LARGE ||
         __atomic_load_n(&e->len, __ATOMIC_RELAXED) != n)
         return false;
-    *(uintptr_t *)p = bin_link(h, tc->run_bin[n]);
-    _anr_key_set(h, p);
-    tc->run_bin[n] = p;
-    _anr_run_count(h, tc, n, tc->run_n[n] + 1u);
+    _anr_run_push(h, tc, n, p);
     return true;
 }
 

@@ -11,6 +11,11 @@
  * reported as a double free by the locked path. Links are XORed with the
  * key and checked when followed (fast.h's bin_next).
  *
+ * The common pop and push are inline in fast.h (_anr_fast_run_alloc,
+ * _anr_fast_run_free), tried before the functions here, which handle
+ * what those leave: an empty bin (grow it, try one page longer), a full
+ * one (spill), a flush request, a creation of the cache, a report.
+ *
  * Bounds: per bin at most RUN_BIN_BYTES (at least one run), per thread at
  * most tc_run_bytes in all bins (THREAD_CACHE_RUN_BYTES). A bin's capacity adapts as the slab bins'
  * do, but goes down to 0: it starts at RUN_CAP_START, doubles when malloc
@@ -221,10 +226,7 @@ bool _anr_run_bin_free(anr_heap *h, void *p, anr_error *err)
     if (!tc->run_cap[n] ||
         atomic_load_explicit(&tc->run_bytes, memory_order_relaxed) + bytes > h->tc_run_bytes)
         return false; /* the locked path frees it */
-    *(uintptr_t *)p = bin_link(h, tc->run_bin[n]);
-    _anr_key_set(h, p);
-    tc->run_bin[n] = p;
-    _anr_run_count(h, tc, n, tc->run_n[n] + 1u);
+    _anr_run_push(h, tc, n, p);
     return true;
 }
 

@@ -238,6 +238,8 @@ static int child_main(int argc, char **argv)
         child_double_free(32);
     else if (!strcmp(c, "double_free_large"))
         child_double_free(MiB);
+    else if (!strcmp(c, "double_free_run")) /* a page run the run bins keep */
+        child_double_free(32 * KiB);
     else if (!strcmp(c, "interior_free_small"))
         child_interior_free(100, 16);
     else if (!strcmp(c, "interior_free_large"))
@@ -455,13 +457,20 @@ static void test_double_free_large_aborts(void **state)
     double_free_aborts("double_free_large");
 }
 
+static void test_double_free_run_aborts(void **state)
+{
+    (void)state;
+    NEED_GMALLOC();
+    double_free_aborts("double_free_run");
+}
+
 static void test_double_free_ignored(void **state)
 {
     (void)state;
     NEED_GMALLOC();
     const char *env[] = {"GMALLOC_ON_ERROR=ignore", NULL};
-    const char *cases[] = {"double_free_small", "double_free_large"};
-    for (int i = 0; i < 2; i++) {
+    const char *cases[] = {"double_free_small", "double_free_large", "double_free_run"};
+    for (int i = 0; i < 3; i++) {
         outcome *r = run_child(cases[i], NULL, env);
         assert_exit0(r);
         assert_int_equal(r->errlen, 0); /* ignore: not even a message */
@@ -473,8 +482,8 @@ static void test_double_free_reported(void **state)
     (void)state;
     NEED_GMALLOC();
     const char *env[] = {"GMALLOC_ON_ERROR=report", NULL};
-    const char *cases[] = {"double_free_small", "double_free_large"};
-    for (int i = 0; i < 2; i++) {
+    const char *cases[] = {"double_free_small", "double_free_large", "double_free_run"};
+    for (int i = 0; i < 3; i++) {
         outcome *r = run_child(cases[i], NULL, env);
         assert_exit0(r);
         assert_true(contains_ci(r->err, "double"));
@@ -633,6 +642,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_double_free_small_aborts),
         cmocka_unit_test(test_double_free_large_aborts),
+        cmocka_unit_test(test_double_free_run_aborts),
         cmocka_unit_test(test_double_free_ignored),
         cmocka_unit_test(test_double_free_reported),
         cmocka_unit_test(test_interior_free_aborts),
