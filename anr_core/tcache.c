@@ -319,8 +319,19 @@ static bool remote_push(anr_heap *h, _anr_page *e, void *p)
     return false;
 }
 
+/* What a bin's spill leaves for the heap lock, taken once for all of it:
+ * objects whose slab is shared, and owned slabs it emptied (they stay on
+ * `avail` until then; more than EMPTY_MAX stay there for a trim). */
+#define EMPTY_MAX 32u
+typedef struct locked_batch {
+    void *first, *last;
+    size_t n;
+    unsigned nempty;
+    uint32_t empty[EMPTY_MAX];
+} locked_batch;
+
 /* Owner, lock not held: gives slot `idx` of its own slab `pi` back. */
-static void own_free(anr_heap *h, _anr_tcache *tc, uint32_t pi, size_t idx)
+static void own_free(anr_heap *h, _anr_tcache *tc, uint32_t pi, size_t idx, locked_batch *lb)
 {
     _anr_page *e = &h->pages[pi];
     unsigned cls = e->cls;
@@ -337,25 +348,17 @@ static void own_free(anr_heap *h, _anr_tcache *tc, uint32_t pi, size_t idx)
     /* An empty slab is kept as the class's spare if it has none (classes up
      * to BIG_CLASS: past it, a slab holds a few objects, the bins already
      * keep that many, and a spare would pin up to 16 pages); any other goes
-     * back, so an idle thread holds no free pages beyond its `cur` and
-     * spare slabs. If the lock is busy it waits on `avail` (free() never
-     * waits): the next trim or flush gives it back. */
+     * back with the spill's batch, so an idle thread holds no free pages
+     * beyond its `cur` and spare slabs. If the lock is busy it waits on
+     * `avail` (free() never waits): the next trim or flush gives it back. */
     if (tc->spare[cls] == _ANR_NIL && c->size <= BIG_CLASS) {
         ring_remove(h, &tc->avail[cls], pi);
         tc->spare[cls] = pi;
         e->where = _ANR_TC_SPARE;
-    } else if (_anr_trylock(h)) {
-        ring_remove(h, &tc->avail[cls], pi);
-        release_slab(h, tc, pi);
-        _anr_unlock_and_purge(h, false);
+    } else if (lb->nempty < EMPTY_MAX) {
+        lb->empty[lb->nempty++] = pi;
     }
 }
-
-/* Objects leaving a bin that need the heap lock (their slab is shared). */
-typedef struct locked_batch {
-    void *first, *last;
-    size_t n;
-} locked_batch;
 
 /* Owner, lock not held: sends an object out of a bin back to its slab. */
 static void send_home(anr_heap *h, _anr_tcache *tc, void *p, locked_batch *lb)
@@ -365,7 +368,7 @@ static void send_home(anr_heap *h, _anr_tcache *tc, void *p, locked_batch *lb)
     uint32_t owner = __atomic_load_n(&e->owner, __ATOMIC_RELAXED);
     if (owner == tc->slot + 1) {
         _anr_key_clear(p);
-        own_free(h, tc, pi, slot_of(h, pi, p));
+        own_free(h, tc, pi, slot_of(h, pi, p), lb);
         return;
     }
     if (owner && remote_push(h, e, p))
@@ -377,12 +380,13 @@ static void send_home(anr_heap *h, _anr_tcache *tc, void *p, locked_batch *lb)
     lb->n++;
 }
 
-static void send_locked(anr_heap *h, locked_batch *lb)
+static void send_locked(anr_heap *h, _anr_tcache *tc, locked_batch *lb)
 {
-    if (!lb->n)
+    if (!lb->n && !lb->nempty)
         return;
     if (!_anr_trylock(h)) {
-        _anr_defer_chain(h, lb->first, lb->last, lb->n);
+        if (lb->n)
+            _anr_defer_chain(h, lb->first, lb->last, lb->n);
         return;
     }
     for (void *p = lb->first; p;) {
@@ -390,6 +394,12 @@ static void send_locked(anr_heap *h, locked_batch *lb)
         _anr_key_clear(p);
         _anr_free_locked(h, p, ANR_OP_FREE);
         p = next;
+    }
+    for (unsigned i = 0; i < lb->nempty; i++) {
+        uint32_t pi = lb->empty[i];
+        _anr_page *e = &h->pages[pi];
+        ring_remove(h, &tc->avail[e->cls], pi);
+        release_slab(h, tc, pi);
     }
     _anr_unlock_and_purge(h, false);
 }
@@ -414,7 +424,7 @@ static void bin_spill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned keep)
     rest = bin_next(h, p);
     *(uintptr_t *)p = bin_link(h, NULL);
     bin_count(tc, cls, kept);
-    locked_batch lb = {NULL, NULL, 0};
+    locked_batch lb = {.first = NULL, .last = NULL, .n = 0, .nempty = 0};
     while (rest && rest != BIN_BAD) {
         void *next = bin_next(h, rest);
         send_home(h, tc, rest, &lb);
@@ -422,7 +432,7 @@ static void bin_spill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned keep)
     }
     if (rest == BIN_BAD)
         bin_broken(h, p);
-    send_locked(h, &lb);
+    send_locked(h, tc, &lb);
 }
 
 /* Lock held: empties a bin (of this thread, or in a forked child of a
@@ -690,24 +700,55 @@ void _anr_tc_decay_locked(anr_heap *h, uint64_t now)
     atomic_store_explicit(&h->idle_epoch, e, memory_order_relaxed);
 }
 
-/* Lock held. Takes a new slab of `cls` from the heap as the cache's `cur`.
- * Returns false at the limit. */
-static bool refill_locked(anr_heap *h, _anr_tcache *tc, unsigned cls)
+/* Lock held. Takes a new slab of `cls` from the heap for the cache, or
+ * _ANR_NIL at the limit. */
+static uint32_t take_owned(anr_heap *h, _anr_tcache *tc, unsigned cls)
 {
     const _anr_class *c = &h->cls[cls];
     _anr_run_result res;
     uint32_t head = _anr_slab_take(h, cls, &res);
     if (head == _ANR_NIL)
-        return false;
+        return _ANR_NIL;
     _anr_page *e = &h->pages[head];
     __atomic_store_n(&e->owner, tc->slot + 1, __ATOMIC_RELAXED);
-    e->where = _ANR_TC_CUR;
     atomic_store_explicit(&e->remote, REMOTE_OWNED, memory_order_release);
     h->bytes_in_use += (size_t)e->nfree * c->size;
     h->objects_in_use += e->nfree;
     tc_adjust(tc, (long)e->nfree, c->size);
-    tc->cur[cls] = head;
     _anr_note_peak(h);
+    return head;
+}
+
+/* Lock held. Takes a new slab of `cls` as the cache's `cur`; false at the
+ * limit. A class with fewer objects per slab than the `want` the bin is
+ * about to be filled with (4 KiB and up: one object a slab), whose thread
+ * has used up slabs of it before (two or more are full), also gets more onto
+ * `avail` (up to REFILL_SLABS and REFILL_BYTES), so that filling its bin
+ * takes one lock round trip, not one per object. They count as cached: a
+ * trim or a flush gives them back, and until written they are not
+ * resident. */
+#define REFILL_SLABS 8u
+#define REFILL_BYTES ((size_t)64 << 10)
+static bool refill_locked(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned want)
+{
+    uint32_t head = take_owned(h, tc, cls);
+    if (head == _ANR_NIL)
+        return false;
+    h->pages[head].where = _ANR_TC_CUR;
+    tc->cur[cls] = head;
+    const _anr_class *c = &h->cls[cls];
+    size_t most = REFILL_BYTES / ((size_t)c->pages << h->page_shift);
+    uint32_t full = tc->full[cls];
+    if (full == _ANR_NIL || h->pages[full].next == full)
+        most = 0;
+    else if (most > REFILL_SLABS)
+        most = REFILL_SLABS;
+    for (unsigned got = c->nobj, extra = 0; got < want && extra < most; got += c->nobj, extra++) {
+        uint32_t more = take_owned(h, tc, cls);
+        if (more == _ANR_NIL)
+            break;
+        ring_push(h, &tc->avail[cls], more, _ANR_TC_AVAIL);
+    }
     return true;
 }
 
@@ -794,7 +835,9 @@ static void *alloc_slow(anr_heap *h, _anr_tcache *tc, unsigned cls)
     if (head == _ANR_NIL || h->pages[head].nfree == 0) {
         if (!next_slab(h, tc, cls)) {
             _anr_lock(h);
-            bool ok = refill_locked(h, tc, cls);
+            /* The object, and the bin's fill if it ran dry (below). */
+            unsigned want = 1u + (tc->bin[cls] ? 0u : tc->bin_cap[cls]);
+            bool ok = refill_locked(h, tc, cls, want);
             _anr_unlock_and_purge(h, true);
             if (!ok)
                 return NULL;

@@ -345,6 +345,53 @@ static void test_limit_gets_cached_memory(void **state)
     assert_sound(h);
 }
 
+/* --- one-object slabs come in batches --- */
+
+/* A class of one page holds one object per slab: once a thread has used up
+ * two such slabs, its next refill takes several at once (onto its cache's
+ * free list), so that refilling the bin is one lock round trip, not one per
+ * object. Those are cached (free), go back with a flush, and never take a
+ * heap past its limit. */
+static void test_one_object_slabs_come_in_batches(void **state)
+{
+    size_t page = sys_page();
+    if (page > 16384)
+        skip(); /* no class of one page among the cached ones */
+    anr_heap *h = tc_heap(state, 0, 0);
+    void *p[3];
+    for (int i = 0; i < 3; i++)
+        assert_non_null(p[i] = anr_core_alloc(h, page, 0, 0));
+    anr_core_stats s = stats_of(h);
+    assert_int_equal(s.objects_in_use, 3);
+    assert_true(s.bytes_cached >= 2 * page);
+    assert_true(s.bytes_cached <= 64 * KiB);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
+    anr_core_flush_thread_cache(h);
+    s = stats_of(h);
+    assert_int_equal(s.bytes_cached, 0);
+    assert_int_equal(s.pages_in_use, 0);
+    assert_sound(h);
+}
+
+/* At a limit of 4 pages the batch takes only what is left: 4 one-page
+ * objects fit, and a fifth fails cleanly. */
+static void test_batches_stay_within_limit(void **state)
+{
+    size_t page = sys_page();
+    if (page > 16384)
+        skip();
+    anr_heap *l = tc_heap(state, 4 * page, 0);
+    void *q[5];
+    for (int i = 0; i < 4; i++)
+        assert_non_null(q[i] = anr_core_alloc(l, page, 0, 0));
+    assert_null(q[4] = anr_core_alloc(l, page, 0, 0));
+    assert_true(stats_of(l).pages_in_use <= 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(anr_core_free(l, q[i]), ANR_ERR_NONE);
+    assert_sound(l);
+}
+
 /* --- a quiet thread's cache goes back --- */
 
 /* Allocates 3000 objects of mixed cached sizes and frees them all: the
@@ -629,7 +676,8 @@ int main(void)
         UNIT(test_owner_reuses_remote_frees),
         UNIT(test_double_free_caught),        UNIT(test_limit_gets_cached_memory),
         UNIT(test_idle_cache_goes_back),      UNIT(test_busy_cache_keeps_its_pages),
-        UNIT(test_decay_asks_caches_back),
+        UNIT(test_decay_asks_caches_back),    UNIT(test_one_object_slabs_come_in_batches),
+        UNIT(test_batches_stay_within_limit),
         UNIT(test_fork_with_caches),          UNIT(test_more_threads_than_slots),
         UNIT(test_binned_object_is_free),     UNIT(test_bin_link_overwritten),
     };
