@@ -110,10 +110,12 @@ static inline void _anr_run_push(const anr_heap *h, _anr_tcache *tc, uint32_t n,
  * that the small-object path keeps its registers. */
 static inline void *_anr_fast_run_alloc(const anr_heap *h, size_t size)
 {
+    /* Not a size a slab class serves (the caller tries this whenever a
+     * small-object bin is empty), nor any size with run bins off. */
+    if (size < h->run_min_size)
+        return NULL;
     size_t n = (size + h->page_size - 1) >> h->page_shift;
-    /* With run bins off run_min = run_max = 0: only n = 0 (size 0) passes,
-     * and bin 0 is always empty. */
-    if (n - h->run_min > (size_t)(h->run_max - h->run_min))
+    if (n - h->run_min > (size_t)(h->run_max - h->run_min)) /* also a size that wrapped */
         return NULL;
     _anr_tcache *tc = _anr_tc_mine(h);
     if (__builtin_expect(!tc, 0))

@@ -218,6 +218,10 @@ struct anr_heap {
     uint64_t free_key;
     uint16_t bin_max[ANR_MAX_CLASSES]; /* largest bin capacity per class */
     uint32_t run_min, run_max; /* run lengths the run bins keep; 0 = none */
+    /* Smallest request the run bins serve: past the largest class (a run
+     * of run_min pages may be shorter than a class when the largest class
+     * is not a whole number of pages). SIZE_MAX = none. */
+    size_t run_min_size;
     uint16_t run_bin_max[_ANR_RUN_BIN_PAGES + 1]; /* largest run bin capacity */
 
     /* Under `lock`. On a cache line of its own: the fast paths read the

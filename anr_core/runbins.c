@@ -34,6 +34,7 @@
 void _anr_run_bins_init(anr_heap *h, size_t run_bytes)
 {
     h->run_min = h->run_max = 0;
+    h->run_min_size = SIZE_MAX;
     h->tc_run_bytes = run_bytes ? run_bytes : DEFAULT_RUN_BYTES;
     if (!h->tc_on)
         return;
@@ -46,6 +47,7 @@ void _anr_run_bins_init(anr_heap *h, size_t run_bytes)
         return;
     h->run_min = lo;
     h->run_max = hi;
+    h->run_min_size = largest + 1;
     for (uint32_t n = lo; n <= hi; n++) {
         size_t cap = RUN_BIN_BYTES / ((size_t)n << h->page_shift);
         h->run_bin_max[n] = (uint16_t)(cap ? cap : 1);
@@ -97,7 +99,7 @@ static void *run_pop(anr_heap *h, _anr_tcache *tc, uint32_t n)
 void *_anr_run_bin_alloc(anr_heap *h, size_t size)
 {
     uint32_t n = (uint32_t)((size + h->page_size - 1) >> h->page_shift);
-    if (n < h->run_min || n > h->run_max)
+    if (size < h->run_min_size || n < h->run_min || n > h->run_max)
         return NULL;
     _anr_tcache *tc = _anr_tc_get(h);
     if (!tc)

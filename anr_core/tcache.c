@@ -7,8 +7,9 @@
  * still caught exactly, by the bitmap. A free from another thread pushes the
  * object onto the slab's lock-free `remote` list (never blocks, never waits
  * for the owner); the owner collects it when it runs out of free slots (a
- * bounded scan of its full slabs). The lock is taken only to get a new slab
- * (once per 16 to 256 objects) and to give slabs back: when the free bytes a
+ * bounded scan of its full slabs). The lock is taken only to get new slabs
+ * (once per 16 to 256 objects; for classes of a few objects per slab, a few
+ * slabs at once) and to give slabs back: when the free bytes a
  * cache holds pass `tc_max_bytes` (its `avail` slabs go back), at thread
  * exit, when the heap asks every cache to flush (limit reached, full purge),
  * and in a forked child for the threads that did not come along.
@@ -720,13 +721,14 @@ static uint32_t take_owned(anr_heap *h, _anr_tcache *tc, unsigned cls)
 }
 
 /* Lock held. Takes a new slab of `cls` as the cache's `cur`; false at the
- * limit. A class with fewer objects per slab than the `want` the bin is
- * about to be filled with (4 KiB and up: one object a slab), whose thread
- * has used up slabs of it before (two or more are full), also gets more onto
- * `avail` (up to REFILL_SLABS and REFILL_BYTES), so that filling its bin
- * takes one lock round trip, not one per object. They count as cached: a
- * trim or a flush gives them back, and until written they are not
- * resident. */
+ * limit. A class with fewer objects per slab than the thread is likely to
+ * want (`want`: this object and a bin's fill; from 4 KiB up a slab holds
+ * one object), whose thread has used up slabs of it before (two or more
+ * are full), also gets more onto `avail` (up to REFILL_SLABS and
+ * REFILL_BYTES): the next mallocs take them from there without the lock,
+ * instead of one lock round trip each. They count as cached: a trim or a
+ * flush gives them back. Not in a heap with a limit: until an idle owner's
+ * next call they would count against it for other threads. */
 #define REFILL_SLABS 8u
 #define REFILL_BYTES ((size_t)64 << 10)
 static bool refill_locked(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned want)
@@ -739,7 +741,7 @@ static bool refill_locked(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned w
     const _anr_class *c = &h->cls[cls];
     size_t most = REFILL_BYTES / ((size_t)c->pages << h->page_shift);
     uint32_t full = tc->full[cls];
-    if (full == _ANR_NIL || h->pages[full].next == full)
+    if (h->limit_pages || full == _ANR_NIL || h->pages[full].next == full)
         most = 0;
     else if (most > REFILL_SLABS)
         most = REFILL_SLABS;
@@ -835,9 +837,8 @@ static void *alloc_slow(anr_heap *h, _anr_tcache *tc, unsigned cls)
     if (head == _ANR_NIL || h->pages[head].nfree == 0) {
         if (!next_slab(h, tc, cls)) {
             _anr_lock(h);
-            /* The object, and the bin's fill if it ran dry (below). */
-            unsigned want = 1u + (tc->bin[cls] ? 0u : tc->bin_cap[cls]);
-            bool ok = refill_locked(h, tc, cls, want);
+            /* The object, and the bin's fill (it is empty: below). */
+            bool ok = refill_locked(h, tc, cls, 1u + tc->bin_cap[cls]);
             _anr_unlock_and_purge(h, true);
             if (!ok)
                 return NULL;

@@ -265,6 +265,49 @@ static void test_bins_bounded(void **state)
     assert_verify(h);
 }
 
+/* --- a small request never gets a binned run --- */
+
+/* With a largest class that is not a whole number of pages, a run of one
+ * page is a length the bins keep, yet sizes of a slab class also round up
+ * to one page: those must still get a slot of their class, never the
+ * binned page (a malloc(24) that took a whole page would waste 99% of it). */
+static void test_small_request_gets_its_class(void **state)
+{
+    static const uint32_t classes[] = {16, 32, 64, 128, 256, 512, 1024, 2048, 2560};
+    anr_core_options o;
+    test_options(&o);
+    o.thread_cache = true;
+    o.slab_sizes = classes;
+    o.n_slab_sizes = sizeof(classes) / sizeof(classes[0]);
+    o.hooks.on_error = count_error;
+    errors_seen = 0;
+    anr_heap *h = fx_init(state, &o);
+    size_t page = sys_page();
+
+    void *run = anr_core_alloc(h, page, 0, 0);
+    void *keep = anr_core_alloc(h, page, 0, 0); /* `run` cannot merge */
+    assert_non_null(run);
+    assert_non_null(keep);
+    anr_core_free(h, run);
+    assert_int_equal(stats_of(h).bytes_cached, page);
+    const size_t sizes[] = {24, 2000, 2560};
+    for (int i = 0; i < 3; i++) {
+        void *p = anr_core_alloc(h, sizes[i], 0, 0);
+        assert_non_null(p);
+        assert_ptr_not_equal(p, run);
+        assert_true(anr_core_usable_size(h, p) <= 2560);
+        anr_core_free(h, p);
+    }
+    /* A request past the largest class still takes it. */
+    assert_ptr_equal(anr_core_alloc(h, 2561, 0, 0), run);
+    anr_core_free(h, run);
+    anr_core_free(h, keep);
+    anr_core_flush_thread_cache(h);
+    assert_int_equal(stats_of(h).pages_in_use, 0);
+    assert_int_equal(errors_seen, 0);
+    assert_verify(h);
+}
+
 /* --- a flush request reaches the bins at the owner's next call --- */
 
 static void *purge_all(void *h)
@@ -611,7 +654,7 @@ int main(void)
         UNIT(test_freed_run_is_reused),      UNIT(test_one_page_longer_serves),
         UNIT(test_binned_run_is_free),
         UNIT(test_thread_exit_returns_runs), UNIT(test_bins_bounded),
-        UNIT(test_flush_request_reaches_bins),
+        UNIT(test_flush_request_reaches_bins), UNIT(test_small_request_gets_its_class),
         UNIT(test_limit_gets_binned_runs),   UNIT(test_fork_with_binned_runs),
         UNIT(test_run_link_overwritten),     UNIT(test_walk_skips_binned),
     };
