@@ -11,7 +11,13 @@
  * debug and TLS checks, class lookup, bin pop with a link check); free ~90,
  * a sixth of them branches to the full path (the page's slab offset byte,
  * the slab head's entry, slot check by a multiply, bitmap bit and free key,
- * bin push).
+ * bin push). The page-run pop and push (_anr_fast_run_alloc/free, for
+ * blocks past the largest class up to 64 KiB) run in gmalloc's slow
+ * halves, after the small-object path failed: ~85 more instructions to
+ * malloc_slow's return (at f8b7073; debug check, heap, size range, TLS,
+ * bin pop with a link check, counts); free_slow's push is of the same
+ * order (page map entry, length range, bin bounds, free key, a second look
+ * at the entry, push).
  */
 #ifndef ANR_CORE_FAST_H
 #define ANR_CORE_FAST_H
