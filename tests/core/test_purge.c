@@ -370,6 +370,50 @@ static void test_page_map_follows_data(void **state)
     assert_verify(h);
 }
 
+/* The same with no allocator call after the last free: one
+ * anr_core_tick() (what the background purger runs) hands back the whole
+ * page map above the retreated top, in bounded steps until none is left,
+ * not one step per tick. Real-time mode, where merging runs hands back no
+ * page map; the frees go lowest first and each hands back its run (the
+ * ceiling is one run), so the top retreats only with the last one, whose
+ * own unlock trims one bounded step. (The sweep, which would find those
+ * pages too, is kept out by its rate limit.) */
+static void test_tick_trims_whole_page_map(void **state)
+{
+    anr_core_options o;
+    marks_options(&o, PM_PAGES, 0);
+    o.thread_cache = false;
+    o.decay_ms = 60000;
+    anr_heap *h = fx_init(state, &o);
+    static char *p[PM_N];
+    void *warm = anr_core_alloc(h, 64, 0, 0);
+    assert_non_null(warm);
+    /* A purge with a page-map sweep now, so that the tick's own sweep
+     * (at most every half decay time: 30 s) stays out of this test. */
+    char *r = anr_core_alloc(h, PM_PAGES * sys_page(), 0, 0);
+    assert_non_null(r);
+    memset(r, 1, PM_PAGES * sys_page());
+    assert_int_equal(anr_core_free(h, r), ANR_ERR_NONE);
+    anr_core_purge(h, true);
+    assert_true(stats_of(h).pages_purged > 0);
+    size_t before = grow_page_map(h, p);
+    for (int i = 0; i < PM_N; i++)
+        assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
+    size_t freed = rss_bytes();
+    if (freed < before + PM_BYTES / 2)
+        fail_msg("RSS %zu -> %zu KiB: the page map (%zu KiB) went back before the tick",
+                 before / KiB, freed / KiB, PM_BYTES / KiB);
+    anr_core_tick(h);
+    size_t after = rss_bytes();
+    assert_int_equal(stats_of(h).pages_dirty, 0);
+    size_t left = after > before ? after - before : 0;
+    if (left > 2 * 128 * KiB + (size_t)PM_N * PM_PAGES + 96 * KiB)
+        fail_msg("RSS %zu KiB before, %zu KiB after one tick: %zu KiB of page map left",
+                 before / KiB, after / KiB, left / KiB);
+    assert_int_equal(anr_core_free(h, warm), ANR_ERR_NONE);
+    assert_verify(h);
+}
+
 /* The same when a live object keeps the top from retreating, in real-time
  * mode (no thread caches: no page-map madvise as runs merge): each free
  * hands back its own run (the ceiling is one run), too short to free a
@@ -600,7 +644,7 @@ int main(void)
         UNIT(test_set_page_ceiling),
         UNIT(test_madvise_coalesced),
         UNIT(test_rss_drops), UNIT(test_page_map_follows_data),
-        UNIT(test_page_map_swept_below_live_top),
+        UNIT(test_page_map_swept_below_live_top), UNIT(test_tick_trims_whole_page_map),
         UNIT(test_zero_after_purge_dontneed),
         UNIT(test_zero_after_purge_free),
         UNIT(test_background_purge),
