@@ -331,6 +331,35 @@ static size_t grow_page_map(anr_heap *h, char **p)
     return before;
 }
 
+/* Frees the runs lowest first and checks that their page map is still
+ * resident (in real-time mode a merge of runs hands none back), so that
+ * what hands it back is what the test calls next. Returns the RSS. */
+static size_t free_runs_keeping_page_map(anr_heap *h, char **p, size_t before)
+{
+    for (int i = 0; i < PM_N; i++)
+        assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
+    size_t freed = rss_bytes();
+    if (freed < before + PM_BYTES / 2)
+        fail_msg("RSS %zu -> %zu KiB: the page map (%zu KiB) already went back with the runs",
+                 before / KiB, freed / KiB, PM_BYTES / KiB);
+    return freed;
+}
+
+/* The heap emptied out (no dirty pages) and its page map went back down
+ * to what is kept above the top (at most twice the 128 KiB slack), the
+ * slab-offset bytes (one per page) and 96 KiB for the rest of the process
+ * (valgrind's own bookkeeping): RSS against `before`, the RSS before the
+ * page map grew. */
+static void page_map_went_back(anr_heap *h, size_t before, const char *after_what)
+{
+    size_t after = rss_bytes();
+    assert_int_equal(stats_of(h).pages_dirty, 0);
+    size_t left = after > before ? after - before : 0;
+    if (left > 2 * 128 * KiB + (size_t)PM_N * PM_PAGES + 96 * KiB)
+        fail_msg("RSS %zu KiB before, %zu KiB after %s: %zu KiB of page map left", before / KiB,
+                 after / KiB, after_what, left / KiB);
+}
+
 /* The page map follows the top: a heap that grew to 24576 pages (1.5 MiB
  * of page-map entries at 64 bytes each) and emptied out hands its page map
  * back as the top retreats, down to what is kept above the top (at most
@@ -360,12 +389,7 @@ static void test_page_map_follows_data(void **state)
     for (int i = 0; i < 64; i++) /* calls that take the lock */
         assert_int_equal(anr_core_free(h, anr_core_alloc(h, PM_PAGES * sys_page(), 0, 0)),
                          ANR_ERR_NONE);
-    size_t after = rss_bytes();
-    assert_int_equal(stats_of(h).pages_dirty, 0);
-    size_t left = after > before ? after - before : 0;
-    if (left > 2 * 128 * KiB + (size_t)PM_N * PM_PAGES + 96 * KiB)
-        fail_msg("RSS %zu KiB before, %zu KiB after emptying: %zu KiB of page map left",
-                 before / KiB, after / KiB, left / KiB);
+    page_map_went_back(h, before, "emptying");
     assert_int_equal(anr_core_free(h, warm), ANR_ERR_NONE);
     assert_verify(h);
 }
@@ -397,19 +421,9 @@ static void test_tick_trims_whole_page_map(void **state)
     anr_core_purge(h, true);
     assert_true(stats_of(h).pages_purged > 0);
     size_t before = grow_page_map(h, p);
-    for (int i = 0; i < PM_N; i++)
-        assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
-    size_t freed = rss_bytes();
-    if (freed < before + PM_BYTES / 2)
-        fail_msg("RSS %zu -> %zu KiB: the page map (%zu KiB) went back before the tick",
-                 before / KiB, freed / KiB, PM_BYTES / KiB);
+    free_runs_keeping_page_map(h, p, before);
     anr_core_tick(h);
-    size_t after = rss_bytes();
-    assert_int_equal(stats_of(h).pages_dirty, 0);
-    size_t left = after > before ? after - before : 0;
-    if (left > 2 * 128 * KiB + (size_t)PM_N * PM_PAGES + 96 * KiB)
-        fail_msg("RSS %zu KiB before, %zu KiB after one tick: %zu KiB of page map left",
-                 before / KiB, after / KiB, left / KiB);
+    page_map_went_back(h, before, "one tick");
     assert_int_equal(anr_core_free(h, warm), ANR_ERR_NONE);
     assert_verify(h);
 }
@@ -432,12 +446,7 @@ static void test_page_map_swept_below_live_top(void **state)
     size_t before = grow_page_map(h, p);
     void *late = anr_core_alloc(h, PM_PAGES * pg, 0, 0); /* at the top */
     assert_non_null(late);
-    for (int i = 0; i < PM_N; i++)
-        assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
-    size_t freed = rss_bytes();
-    if (freed < before + PM_BYTES / 2)
-        fail_msg("RSS %zu -> %zu KiB: the page map (%zu KiB) already went back with the runs",
-                 before / KiB, freed / KiB, PM_BYTES / KiB);
+    size_t freed = free_runs_keeping_page_map(h, p, before);
     anr_core_purge(h, true);
     size_t after = rss_bytes();
     size_t left = after > before ? after - before : 0;
