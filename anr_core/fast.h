@@ -139,31 +139,48 @@ static inline void *_anr_fast_run_alloc(const anr_heap *h, size_t size)
     return p;
 }
 
+/* If `p` is the start of a page run (a large object, or one waiting in a
+ * run bin) of a length the run bins keep: its head entry, with *n its
+ * pages. NULL otherwise. Lock-free: a run's head entry changes only when
+ * the run itself is freed or resized. */
+static inline const _anr_page *_anr_run_head(const anr_heap *h, const void *p, uint32_t *n)
+{
+    size_t off = (size_t)((uintptr_t)p - (uintptr_t)h->data);
+    if (off >= h->data_size || (off & (h->page_size - 1)))
+        return NULL;
+    const _anr_page *e = &h->pages[off >> h->page_shift];
+    if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_LARGE)
+        return NULL;
+    *n = __atomic_load_n(&e->len, __ATOMIC_RELAXED);
+    return *n - h->run_min > h->run_max - h->run_min ? NULL : e;
+}
+
+/* Two threads freeing the same run at once (a double free racing itself):
+ * the other one's locked free may have merged it into a free run since its
+ * entry was read. Looking again before binning it narrows that window; it
+ * cannot close it (only the lock could), as with any allocator's unlocked
+ * free. */
+static inline bool _anr_run_still(const _anr_page *e, uint32_t n)
+{
+    return __atomic_load_n(&e->kind, __ATOMIC_RELAXED) == _ANR_PK_LARGE &&
+           __atomic_load_n(&e->len, __ATOMIC_RELAXED) == n;
+}
+
 /* free(p) of a live page run into this thread's run bin: true if done.
  * False for anything else (a full bin, the byte bound, a flush request, a
  * pointer that is not a live run's start): runbins.c's _anr_run_bin_free
  * and the locked path handle and report those. */
 static inline bool _anr_fast_run_free(const anr_heap *h, void *p)
 {
-    size_t off = (size_t)((uintptr_t)p - (uintptr_t)h->data);
-    if (off >= h->data_size || (off & (h->page_size - 1)))
-        return false;
-    const _anr_page *e = &h->pages[off >> h->page_shift];
-    if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_LARGE)
-        return false;
-    uint32_t n = __atomic_load_n(&e->len, __ATOMIC_RELAXED);
+    uint32_t n = 0;
+    const _anr_page *e = _anr_run_head(h, p, &n);
     _anr_tcache *tc = _anr_tc_mine(h);
-    if (!tc || n - h->run_min > h->run_max - h->run_min || tc->run_n[n] >= tc->run_cap[n] ||
+    if (!e || !tc || tc->run_n[n] >= tc->run_cap[n] ||
         tc->epoch != atomic_load_explicit(&((anr_heap *)h)->flush_epoch, memory_order_relaxed))
         return false;
     size_t bytes = (size_t)n << h->page_shift;
     if (atomic_load_explicit(&tc->run_bytes, memory_order_relaxed) + bytes > h->tc_run_bytes ||
-        _anr_key_is_set(h, p))
-        return false;
-    /* Another thread's free of `p` at once (a double free racing itself)
-     * may have merged it since: look again (see _anr_run_bin_free). */
-    if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_LARGE ||
-        __atomic_load_n(&e->len, __ATOMIC_RELAXED) != n)
+        _anr_key_is_set(h, p) || !_anr_run_still(e, n))
         return false;
     _anr_run_push(h, tc, n, p);
     return true;

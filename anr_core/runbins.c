@@ -183,17 +183,10 @@ static void run_spill(anr_heap *h, _anr_tcache *tc, uint32_t n, unsigned keep)
 
 bool _anr_run_bin_free(anr_heap *h, void *p, anr_error *err)
 {
-    size_t off = (size_t)((uint8_t *)p - h->data);
-    if (off & (h->page_size - 1))
-        return false;
-    const _anr_page *e = &h->pages[off >> h->page_shift];
-    if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_LARGE)
-        return false;
-    uint32_t n = __atomic_load_n(&e->len, __ATOMIC_RELAXED);
-    if (n < h->run_min || n > h->run_max)
-        return false;
+    uint32_t n = 0;
+    const _anr_page *e = _anr_run_head(h, p, &n);
     _anr_tcache *tc = _anr_tc_mine(h);
-    if (!tc)
+    if (!e || !tc)
         return false;
     if (tc->epoch != atomic_load_explicit(&h->flush_epoch, memory_order_relaxed)) {
         _anr_tc_sync_try(h, tc); /* memory is short: hand the cache back now if we can */
@@ -204,12 +197,7 @@ bool _anr_run_bin_free(anr_heap *h, void *p, anr_error *err)
         _anr_report(h, ANR_ERR_DOUBLE_FREE, ANR_OP_FREE, p);
         return true;
     }
-    /* Two threads freeing `p` at once (a double free racing itself): the
-     * other one's locked free may have merged it into a free run since we
-     * read its entry. Looking again narrows that window; it cannot close it
-     * (only the lock could), as with any allocator's unlocked free. */
-    if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_LARGE ||
-        __atomic_load_n(&e->len, __ATOMIC_RELAXED) != n)
+    if (!_anr_run_still(e, n))
         return false;
     *err = ANR_ERR_NONE;
     size_t bytes = (size_t)n << h->page_shift;

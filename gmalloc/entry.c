@@ -19,8 +19,8 @@
 
 /* malloc and free try the engine's inline fast path first, with nothing
  * else on the way (the slow halves are separate functions, so the fast
- * path saves no registers). The slow halves try the page-run bins inline
- * before the full path. */
+ * path saves few registers: one in malloc, two in free, gcc -O2 x86-64).
+ * The slow halves try the page-run bins inline before the full path. */
 static __attribute__((noinline)) void *malloc_slow(size_t size, void *caller)
 {
     if (GM_DEBUG_ON())
