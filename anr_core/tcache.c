@@ -406,34 +406,92 @@ static void send_locked(anr_heap *h, _anr_tcache *tc, locked_batch *lb)
 }
 
 /* Owner, lock not held: the bin of `cls` is full; all but its newest
- * `keep` objects go home. */
+ * `keep` objects go home (keep 0: all of them). */
 static void bin_spill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned keep)
 {
     void *p = tc->bin[cls], *rest;
     unsigned kept = 1;
-    for (; kept < keep; kept++) {
-        void *next = bin_next(h, p);
-        if (next == BIN_BAD) {
-            bin_broken(h, p);
-            *(uintptr_t *)p = bin_link(h, NULL);
-            next = NULL;
+    if (!keep) { /* all of it */
+        rest = p;
+        p = NULL;
+        tc->bin[cls] = NULL;
+        kept = 0;
+    } else {
+        for (; kept < keep; kept++) {
+            void *next = bin_next(h, p);
+            if (next == BIN_BAD) {
+                bin_broken(h, p);
+                *(uintptr_t *)p = bin_link(h, NULL);
+                next = NULL;
+            }
+            if (!next)
+                break;
+            p = next;
         }
-        if (!next)
-            break;
-        p = next;
+        rest = bin_next(h, p);
+        *(uintptr_t *)p = bin_link(h, NULL);
     }
-    rest = bin_next(h, p);
-    *(uintptr_t *)p = bin_link(h, NULL);
     bin_count(tc, cls, kept);
     locked_batch lb = {.first = NULL, .last = NULL, .n = 0, .nempty = 0};
+    void *last = p; /* the object whose link is followed */
     while (rest && rest != BIN_BAD) {
         void *next = bin_next(h, rest);
         send_home(h, tc, rest, &lb);
+        last = rest;
         rest = next;
     }
     if (rest == BIN_BAD)
-        bin_broken(h, p);
+        bin_broken(h, last);
     send_locked(h, tc, &lb);
+}
+
+/* Owner, on its slow paths (a refill, a full bin): every GC_EVERY of them,
+ * the next class in turn is looked at. A bin that did not go down since its
+ * last visit served no mallocs to speak of: its older half goes home (all
+ * of it if one object is left). Each binned object pins its slab, and a
+ * bin only shrinks when it keeps filling up, so without this a class that
+ * went quiet (a program that freed its data and moved on) kept up to a
+ * bin of objects and their slabs for as long as the thread lived. A bin in
+ * use is drawn down between visits and stays whole. (Visits cost nothing
+ * on the fast paths: they ride on calls that take the lock anyway.) */
+#define GC_EVERY 4u
+
+/* Owner: class c had an empty bin at two visits in a row: its current
+ * slab, if no object of it is live, and its spare go back (empty slabs on
+ * `avail` went back when they emptied). If the lock is busy, a later visit
+ * tries again. */
+static void release_quiet(anr_heap *h, _anr_tcache *tc, unsigned c)
+{
+    uint32_t pi = tc->cur[c];
+    bool cur_free = pi != _ANR_NIL && h->pages[pi].nfree == h->cls[c].nobj;
+    if ((!cur_free && tc->spare[c] == _ANR_NIL) || !_anr_trylock(h))
+        return;
+    if (cur_free) {
+        tc->cur[c] = _ANR_NIL;
+        release_slab(h, tc, pi);
+    }
+    release_spare(h, tc, c);
+    _anr_unlock_and_purge(h, false);
+}
+
+static void bin_gc_step(anr_heap *h, _anr_tcache *tc)
+{
+    if (++tc->gc_tick < GC_EVERY)
+        return;
+    tc->gc_tick = 0;
+    unsigned c = tc->gc_next;
+    tc->gc_next = (uint8_t)(c + 1u < h->tc_classes ? c + 1u : 0u);
+    unsigned n = tc->bin_n[c], seen = tc->gc_seen[c];
+    if (n && n >= seen) {
+        /* Its capacity halves too, as for a bin that keeps filling up (it
+         * doubles again when a malloc finds the bin empty). */
+        if (tc->bin_cap[c] > bin_floor_of(h->cls[c].size))
+            tc->bin_cap[c] = (uint16_t)(tc->bin_cap[c] / 2u);
+        bin_spill(h, tc, c, n / 2u);
+    } else if (!n && !seen) {
+        release_quiet(h, tc, c);
+    }
+    tc->gc_seen[c] = tc->bin_n[c];
 }
 
 /* Lock held: empties a bin (of this thread, or in a forked child of a
@@ -594,7 +652,9 @@ static _anr_tcache *slot_take(anr_heap *h)
         tc->bin_n[c] = 0;
         tc->bin_cap[c] = (uint16_t)(h->bin_max[c] < BIN_START ? h->bin_max[c] : BIN_START);
         tc->bin_spills[c] = 0;
+        tc->gc_seen[c] = 0;
     }
+    tc->gc_next = tc->gc_tick = 0;
     tc->last_slow_ns = 0;
     _anr_run_bins_reset(h, tc);
     return tc;
@@ -833,6 +893,7 @@ static void *alloc_slow(anr_heap *h, _anr_tcache *tc, unsigned cls)
     note_slow(h, tc);
     if (tc->bin[cls]) /* the fast path found a broken link: report, drop the rest */
         return bin_pop(h, tc, cls);
+    bin_gc_step(h, tc);
     uint32_t head = tc->cur[cls];
     if (head == _ANR_NIL || h->pages[head].nfree == 0) {
         if (!next_slab(h, tc, cls)) {
@@ -879,7 +940,8 @@ static void bin_full(anr_heap *h, _anr_tcache *tc, unsigned cls)
         if (tc->bin_cap[cls] > bin_floor_of(h->cls[cls].size))
             tc->bin_cap[cls] = (uint16_t)(tc->bin_cap[cls] / 2u);
     }
-    bin_spill(h, tc, cls, tc->bin_cap[cls] / 2u);
+    bin_spill(h, tc, cls, tc->bin_cap[cls] > 1u ? tc->bin_cap[cls] / 2u : 1u);
+    bin_gc_step(h, tc);
     if (__builtin_expect(atomic_load_explicit(&tc->cached_bytes, memory_order_relaxed) >
                              h->tc_max_bytes,
                          0))

@@ -676,6 +676,163 @@ static void test_bin_link_overwritten(void **state)
     assert_sound(h);
 }
 
+/* --- a quiet class's bin goes home while the thread works elsewhere --- */
+
+/* Rounds of 256 mallocs and frees of 64 bytes: the bin fills and spills,
+ * and refills take slabs: slow paths, with no call for any other class. */
+static void work_one_class(anr_heap *h, unsigned rounds)
+{
+    void *p[256];
+    for (unsigned r = 0; r < rounds; r++) {
+        for (unsigned i = 0; i < 256; i++) {
+            p[i] = anr_core_alloc(h, 64, 0, 0);
+            assert_non_null(p[i]);
+        }
+        for (unsigned i = 0; i < 256; i++)
+            anr_core_free(h, p[i]);
+    }
+}
+
+/* Objects of a class this thread freed and then stopped using go back to
+ * their slabs, and those slabs to the heap, on the thread's slow paths in
+ * other classes: a bin that did not go down between two visits gives half
+ * back, then the rest; an empty bin's all-free current slab and its spare
+ * go too. Before, a bin only shrank when it kept filling up, so a quiet
+ * class kept its bin, and each binned object its slab, for as long as the
+ * thread lived. */
+static void test_quiet_bin_goes_home(void **state)
+{
+    anr_heap *h = tc_heap(state, 0, 0);
+    work_one_class(h, 50); /* the 64-byte class's cache at its usual state */
+    size_t before = stats_of(h).bytes_cached;
+    void *q[8];
+    for (unsigned i = 0; i < 8; i++)
+        assert_non_null(q[i] = anr_core_alloc(h, 3000, 0, 0));
+    for (unsigned i = 0; i < 8; i++)
+        anr_core_free(h, q[i]); /* all into the bin (it holds 16) */
+    size_t quiet = stats_of(h).bytes_cached;
+    if (quiet < before + 8 * 3000)
+        fail_msg("the 8 freed objects are not cached: %zu bytes, %zu before", quiet, before);
+    work_one_class(h, 200);
+    size_t after = stats_of(h).bytes_cached;
+    if (after > before + 3000)
+        fail_msg("the quiet class still holds %zu bytes (%zu cached before it, %zu after)",
+                 after - before, before, after);
+    assert_sound(h);
+}
+
+typedef struct alloc_arg {
+    anr_heap *h;
+    void **p;
+    unsigned n;
+    size_t size;
+} alloc_arg;
+
+static void *alloc_n(void *v)
+{
+    alloc_arg *a = v;
+    for (unsigned i = 0; i < a->n; i++)
+        if (!(a->p[i] = anr_core_alloc(a->h, a->size, 0, 0)))
+            return (void *)1;
+    return NULL;
+}
+
+/* A quiet class's bin also gets a smaller capacity, so that the frees that
+ * come later keep fewer objects (each one pins its slab). The objects come
+ * from a thread that exited (shared slabs): binned they count as cached,
+ * sent home they do not. */
+static void test_quiet_bin_shrinks(void **state)
+{
+    anr_heap *h = tc_heap(state, 0, 0);
+    void *q[16];
+    alloc_arg a = {h, q, 16, 3000};
+    pthread_t t;
+    void *ret;
+    assert_int_equal(pthread_create(&t, NULL, alloc_n, &a), 0);
+    assert_int_equal(pthread_join(t, &ret), 0);
+    assert_null(ret);
+    work_one_class(h, 50);
+    size_t before = stats_of(h).bytes_cached;
+    for (unsigned i = 0; i < 8; i++)
+        anr_core_free(h, q[i]); /* into a bin of 16 */
+    work_one_class(h, 200);     /* that bin goes home, and down to 4 */
+    for (unsigned i = 8; i < 16; i++)
+        anr_core_free(h, q[i]);
+    size_t after = stats_of(h).bytes_cached, kept = after > before ? after - before : 0;
+    if (kept > 4 * 3072)
+        fail_msg("a quiet class's bin kept %zu bytes of 8 later frees of 3000 bytes", kept);
+    assert_sound(h);
+}
+
+/* The same for a thread that only frees (a consumer, a program freeing its
+ * data: its slow paths are full bins) or only allocates (building the next
+ * thing: its slow paths are refills). A thread frees or allocates many
+ * objects of 64 bytes after it freed 8 of 3000 bytes, or without those 8;
+ * what the 8 leave cached is the difference. */
+/* Enough slow paths for five visits of every class (it takes about 25000
+ * mallocs of 64 bytes), with room to spare. */
+#define ELSEWHERE 40000u
+typedef struct elsewhere_arg {
+    anr_heap *h;
+    bool quiet_class, alloc_only;
+    size_t cached;
+} elsewhere_arg;
+
+static void *work_elsewhere(void *v)
+{
+    elsewhere_arg *a = v;
+    static void *p[2][ELSEWHERE];
+    void **mine = p[a->quiet_class];
+    for (unsigned i = 0; !a->alloc_only && i < ELSEWHERE; i++)
+        if (!(mine[i] = anr_core_alloc(a->h, 64, 0, 0)))
+            return (void *)1;
+    void *q[8];
+    for (unsigned i = 0; a->quiet_class && i < 8; i++)
+        if (!(q[i] = anr_core_alloc(a->h, 3000, 0, 0)))
+            return (void *)1;
+    for (unsigned i = 0; a->quiet_class && i < 8; i++)
+        anr_core_free(a->h, q[i]);
+    for (unsigned i = 0; a->alloc_only && i < ELSEWHERE; i++)
+        if (!(mine[i] = anr_core_alloc(a->h, 64, 0, 0)))
+            return (void *)1;
+    if (!a->alloc_only) {
+        for (unsigned i = 0; i < ELSEWHERE; i++)
+            anr_core_free(a->h, mine[i]);
+    }
+    a->cached = stats_of(a->h).bytes_cached;
+    for (unsigned i = 0; a->alloc_only && i < ELSEWHERE; i++)
+        anr_core_free(a->h, mine[i]);
+    return NULL;
+}
+
+static void quiet_class_while(void **state, bool alloc_only)
+{
+    anr_heap *h = tc_heap(state, 0, 0);
+    elsewhere_arg a[2] = {{h, false, alloc_only, 0}, {h, true, alloc_only, 0}};
+    for (unsigned i = 0; i < 2; i++) { /* one after the other: each its own cache */
+        pthread_t t;
+        void *ret;
+        assert_int_equal(pthread_create(&t, NULL, work_elsewhere, &a[i]), 0);
+        assert_int_equal(pthread_join(t, &ret), 0);
+        assert_null(ret);
+    }
+    size_t kept = a[1].cached > a[0].cached ? a[1].cached - a[0].cached : 0;
+    if (kept > 4096)
+        fail_msg("8 objects freed before %u %s elsewhere left %zu bytes cached", ELSEWHERE,
+                 alloc_only ? "mallocs" : "frees", kept);
+    assert_sound(h);
+}
+
+static void test_quiet_bin_goes_home_while_freeing(void **state)
+{
+    quiet_class_while(state, false);
+}
+
+static void test_quiet_bin_goes_home_while_allocating(void **state)
+{
+    quiet_class_while(state, true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -687,6 +844,9 @@ int main(void)
         UNIT(test_batches_stay_within_limit),
         UNIT(test_fork_with_caches),          UNIT(test_more_threads_than_slots),
         UNIT(test_binned_object_is_free),     UNIT(test_bin_link_overwritten),
+        UNIT(test_quiet_bin_goes_home),       UNIT(test_quiet_bin_shrinks),
+        UNIT(test_quiet_bin_goes_home_while_freeing),
+        UNIT(test_quiet_bin_goes_home_while_allocating),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
