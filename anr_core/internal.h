@@ -153,6 +153,7 @@ typedef struct _anr_tcache {
      * one tick; every few ticks one class is visited, round robin, and a bin
      * that did not go down since its last visit gives its older half back. */
     uint16_t gc_seen[ANR_MAX_CLASSES]; /* bin_n after the last visit */
+    uint8_t gc_used[ANR_MAX_CLASSES];  /* a malloc ran the bin dry since */
     uint8_t gc_next, gc_tick;
     /* Run bins (runbins.c): freed page runs by length, the same way. */
     void *run_bin[_ANR_RUN_BIN_PAGES + 1];

@@ -446,9 +446,9 @@ static void bin_spill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned keep)
 }
 
 /* Owner, on its slow paths (a refill, a full bin): every GC_EVERY of them,
- * the next class in turn is looked at. A bin that did not go down since its
- * last visit served no mallocs to speak of: its older half goes home (all
- * of it if one object is left). Each binned object pins its slab, and a
+ * the next class in turn is looked at. A bin that no malloc ran dry and
+ * that did not go down since its last visit served no mallocs to speak of:
+ * its older half goes home (all of it if one object is left). Each binned object pins its slab, and a
  * bin only shrinks when it keeps filling up, so without this a class that
  * went quiet (a program that freed its data and moved on) kept up to a
  * bin of objects and their slabs for as long as the thread lived. A bin in
@@ -482,13 +482,15 @@ static void bin_gc_step(anr_heap *h, _anr_tcache *tc)
     unsigned c = tc->gc_next;
     tc->gc_next = (uint8_t)(c + 1u < h->tc_classes ? c + 1u : 0u);
     unsigned n = tc->bin_n[c], seen = tc->gc_seen[c];
-    if (n && n >= seen) {
+    bool used = tc->gc_used[c]; /* mallocs ran it dry since the last visit */
+    tc->gc_used[c] = 0;
+    if (!used && n && n >= seen) {
         /* Its capacity halves too, as for a bin that keeps filling up (it
          * doubles again when a malloc finds the bin empty). */
         if (tc->bin_cap[c] > bin_floor_of(h->cls[c].size))
             tc->bin_cap[c] = (uint16_t)(tc->bin_cap[c] / 2u);
         bin_spill(h, tc, c, n / 2u);
-    } else if (!n && !seen) {
+    } else if (!used && !n && !seen) {
         release_quiet(h, tc, c);
     }
     tc->gc_seen[c] = tc->bin_n[c];
@@ -653,6 +655,7 @@ static _anr_tcache *slot_take(anr_heap *h)
         tc->bin_cap[c] = (uint16_t)(h->bin_max[c] < BIN_START ? h->bin_max[c] : BIN_START);
         tc->bin_spills[c] = 0;
         tc->gc_seen[c] = 0;
+        tc->gc_used[c] = 0;
     }
     tc->gc_next = tc->gc_tick = 0;
     tc->last_slow_ns = 0;
@@ -893,6 +896,7 @@ static void *alloc_slow(anr_heap *h, _anr_tcache *tc, unsigned cls)
     note_slow(h, tc);
     if (tc->bin[cls]) /* the fast path found a broken link: report, drop the rest */
         return bin_pop(h, tc, cls);
+    tc->gc_used[cls] = 1;
     bin_gc_step(h, tc);
     uint32_t head = tc->cur[cls];
     if (head == _ANR_NIL || h->pages[head].nfree == 0) {
