@@ -586,15 +586,13 @@ anr_error anr_core_free(anr_heap *h, void *p)
     if (h->tc_on && (_anr_tc_free(h, p, &err) || (h->run_max && _anr_run_bin_free(h, p, &err))))
         return err;
     if (!_anr_trylock(h)) {
-        /* Never block: queue it for whoever holds the lock. A pointer that
-         * already carries the key is queued somewhere already. */
-        if ((uintptr_t)p % ALIGN || (size_t)((uint8_t *)p - h->data) + 16 > h->data_size) {
-            _anr_report(h, ANR_ERR_NOT_AN_OBJECT, ANR_OP_FREE, p);
-            return ANR_ERR_NOT_AN_OBJECT;
-        }
-        if (_anr_key_found(h, p)) {
-            _anr_report(h, ANR_ERR_DOUBLE_FREE, ANR_OP_FREE, p);
-            return ANR_ERR_DOUBLE_FREE;
+        /* Never block: queue it for whoever holds the lock, once it checks
+         * out as a live object (queueing writes into the block; a pointer
+         * that carries the key is queued somewhere already). */
+        err = _anr_lookup_unlocked(h, p);
+        if (err != ANR_ERR_NONE) {
+            _anr_report(h, err, ANR_OP_FREE, p);
+            return err;
         }
         _anr_defer_chain(h, p, p, 1);
         return ANR_ERR_NONE;

@@ -385,6 +385,9 @@ typedef struct _anr_obj {
     size_t usable;
 } _anr_obj;
 anr_error _anr_lookup(const anr_heap *h, const void *p, _anr_obj *obj);
+/* No lock needed: ANR_ERR_NONE if `p` looks like a live object's start
+ * (exact for live objects), else the error a locked lookup would give. */
+anr_error _anr_lookup_unlocked(const anr_heap *h, const void *p);
 
 /* --- purge.c --- */
 void _anr_fifo_push(anr_heap *h, uint32_t head);

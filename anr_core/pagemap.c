@@ -3,7 +3,7 @@
  * caller holds the heap lock (the bitmap and run tags must be stable). With
  * thread caches, an object that carries the free key is already freed and
  * waits on a list (a thread cache's bin, a remote or the deferred list). */
-#include "internal.h"
+#include "fast.h"
 
 anr_error _anr_lookup(const anr_heap *h, const void *p, _anr_obj *obj)
 {
@@ -47,6 +47,42 @@ anr_error _anr_lookup(const anr_heap *h, const void *p, _anr_obj *obj)
     case _ANR_PK_PURGING:
         /* The head of a free run, at a page start: a large object freed twice. */
         return page_off == 0 ? ANR_ERR_DOUBLE_FREE : ANR_ERR_NOT_AN_OBJECT;
+    default:
+        return ANR_ERR_NOT_AN_OBJECT;
+    }
+}
+
+/* Without the lock (a free that found it busy and would queue `p`): whether
+ * `p` is a live object's start, by the same tests with relaxed loads. For a
+ * live object the answer is exact, since the entries of a live object
+ * change only when it is freed, by its owner; a bad pointer passes only
+ * while its object is being freed by another thread at that moment (a
+ * double free racing itself). Queueing writes a link and the free key into
+ * the block, so anything that fails here must not be queued: it would
+ * scribble on a live object or on a handed-back page that calloc trusts to
+ * read as zero. */
+anr_error _anr_lookup_unlocked(const anr_heap *h, const void *p)
+{
+    if (!_anr_in_data(h, p) || (uintptr_t)p % _ANR_ALIGN ||
+        (size_t)((const uint8_t *)p - h->data) + 16 > h->data_size)
+        return ANR_ERR_NOT_AN_OBJECT;
+    unsigned cls;
+    size_t idx;
+    const _anr_page *e = _anr_slab_slot(h, p, &cls, &idx, h->nclasses);
+    if (e) {
+        bool set = __atomic_load_n(&e->bits[idx >> 6], __ATOMIC_RELAXED) & ((uint64_t)1 << (idx & 63));
+        return set && !_anr_key_found(h, p) ? ANR_ERR_NONE : ANR_ERR_DOUBLE_FREE;
+    }
+    if ((uintptr_t)p & (h->page_size - 1))
+        return ANR_ERR_NOT_AN_OBJECT;
+    uint8_t kind = __atomic_load_n(&h->pages[_anr_page_index(h, p)].kind, __ATOMIC_RELAXED);
+    switch (kind) {
+    case _ANR_PK_LARGE:
+        return _anr_key_found(h, p) ? ANR_ERR_DOUBLE_FREE : ANR_ERR_NONE;
+    case _ANR_PK_FREE_DIRTY:
+    case _ANR_PK_FREE_CLEAN:
+    case _ANR_PK_PURGING:
+        return ANR_ERR_DOUBLE_FREE;
     default:
         return ANR_ERR_NOT_AN_OBJECT;
     }

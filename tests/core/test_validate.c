@@ -3,6 +3,8 @@
  * the right error, operation and pointer, and never corrupt the heap. */
 #include "core_test.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 
 typedef struct err_log {
@@ -236,6 +238,101 @@ static void test_interior_pointers(void **state)
     assert_verify(h);
 }
 
+/* --- bad frees while another thread holds the heap lock --- */
+
+/* A walk holds the heap lock while it visits; this visitor keeps it until
+ * told to let go. */
+typedef struct holder {
+    anr_heap *h;
+    atomic_int holding, release;
+} holder;
+
+static bool hold_lock(void *ctx, void *ptr, size_t usable)
+{
+    (void)ptr;
+    (void)usable;
+    holder *k = ctx;
+    atomic_store(&k->holding, 1);
+    while (!atomic_load(&k->release))
+        ;
+    return false; /* stop the walk */
+}
+
+static void *hold_thread(void *v)
+{
+    holder *k = v;
+    anr_core_walk(k->h, NULL, hold_lock, k);
+    return NULL;
+}
+
+/* A free that finds the lock busy queues the object for the lock holder,
+ * which writes a link and the free key into it. A bad pointer must be
+ * reported there and then and never queued: queued, it wrote into a live
+ * object (a pointer into a large one's second page) or into a handed-back
+ * page, which calloc then returned as zero without clearing it. A good
+ * pointer is still queued and freed by the lock holder. */
+static void test_bad_frees_while_lock_busy(void **state)
+{
+    anr_heap *h = checked_heap(state);
+    /* Runs past the thread caches' run bins (64 KiB): the frees reach the lock. */
+    size_t pg = sys_page(), n = min_large_pages() + 64 * KiB / pg;
+    char *s = anr_core_alloc(h, 64, 0, 0), *l = anr_core_alloc(h, n * pg, 0, 0);
+    char *gap = anr_core_alloc(h, n * pg, 0, 0), *dirty = anr_core_alloc(h, n * pg, 0, 0);
+    char *gap2 = anr_core_alloc(h, n * pg, 0, 0), *clean = anr_core_alloc(h, n * pg, 0, 0);
+    char *gap3 = anr_core_alloc(h, n * pg, 0, 0), *good = anr_core_alloc(h, n * pg, 0, 0);
+    assert_true(s && l && gap && dirty && gap2 && clean && gap3 && good);
+    fill_pat(s, 64, 5);
+    fill_pat(l, n * pg, 6);
+    anr_core_free(h, clean);
+    anr_core_purge(h, true); /* clean's pages go back: they read as zero */
+    anr_core_free(h, dirty);
+    uint64_t deferred0 = stats_of(h).deferred_frees, bad0 = stats_of(h).bad_pointers;
+
+    holder k = {h, 0, 0};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, hold_thread, &k), 0);
+    while (!atomic_load(&k.holding))
+        ;
+    anr_error e[5] = {
+        anr_core_free(h, l + pg), anr_core_free(h, s + 16), anr_core_free(h, dirty),
+        anr_core_free(h, clean), anr_core_free(h, good),
+    };
+    int reports = elog.calls;
+    atomic_store(&k.release, 1);
+    assert_int_equal(pthread_join(t, NULL), 0);
+
+    assert_int_equal(e[0], ANR_ERR_NOT_AN_OBJECT);
+    assert_int_equal(e[1], ANR_ERR_NOT_AN_OBJECT);
+    assert_int_equal(e[2], ANR_ERR_DOUBLE_FREE);
+    assert_int_equal(e[3], ANR_ERR_DOUBLE_FREE);
+    assert_int_equal(e[4], ANR_ERR_NONE);
+    if (reports != 4)
+        fail_msg("%d reports while the lock was busy, expected 4 (one per bad free)", reports);
+    check_pat(l, n * pg, 6);
+    check_pat(s, 64, 5);
+    for (size_t i = 0; i < n * pg; i++)
+        if (clean[i])
+            fail_msg("handed-back page written: byte %zu of the freed block is %d", i, clean[i]);
+    anr_core_stats st = stats_of(h); /* takes the lock: the good free is drained */
+    assert_int_equal(st.deferred_frees, deferred0 + 1);
+    assert_int_equal(st.bad_pointers, bad0 + 4);
+    assert_int_equal(elog.calls, 4);
+    assert_int_equal(anr_core_check(h, good), ANR_ERR_DOUBLE_FREE);
+    char *z = anr_core_alloc(h, n * pg, 0, ANR_ALLOC_ZERO);
+    assert_non_null(z);
+    for (size_t i = 0; i < n * pg; i++)
+        if (z[i])
+            fail_msg("calloc'd block has byte %zu = %d", i, z[i]);
+    anr_core_free(h, z);
+    anr_core_free(h, s);
+    anr_core_free(h, l);
+    anr_core_free(h, gap);
+    anr_core_free(h, gap2);
+    anr_core_free(h, gap3);
+    assert_int_equal(stats_of(h).objects_in_use, 0);
+    assert_verify(h);
+}
+
 /* check() says what a pointer is without reporting it. */
 static void test_check_does_not_report(void **state)
 {
@@ -321,6 +418,7 @@ int main(void)
         UNIT(test_double_free_small), UNIT(test_double_free_large),
         UNIT(test_interior_pointers), UNIT(test_check_does_not_report),
         UNIT(test_no_hook),           UNIT(test_live_objects_survive),
+        UNIT(test_bad_frees_while_lock_busy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
