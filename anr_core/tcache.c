@@ -296,9 +296,14 @@ static inline size_t slot_of(const anr_heap *h, uint32_t head, const void *p)
 static void hint_owner(anr_heap *h, const _anr_page *e)
 {
     uint32_t owner = __atomic_load_n(&e->owner, __ATOMIC_RELAXED);
-    if (!owner)
+    unsigned cls = __atomic_load_n(&e->cls, __ATOMIC_RELAXED);
+    /* Once the push is in, the owner (or a flush) may apply the list and
+     * give the slab back, and its pages may become a free run whose entry
+     * reuses `owner` (fifo_prev): an index that large is no cache. A stale
+     * one within range only sets a hint that costs one scan. */
+    if (!owner || owner > h->tc_slots || cls >= ANR_MAX_CLASSES)
         return; /* shared now: whoever released it applied the list */
-    _Atomic uint8_t *hint = &h->tcaches[owner - 1].remote_hint[e->cls];
+    _Atomic uint8_t *hint = &h->tcaches[owner - 1].remote_hint[cls];
     if (!atomic_load_explicit(hint, memory_order_seq_cst))
         atomic_store_explicit(hint, 1, memory_order_release);
 }
@@ -937,6 +942,7 @@ void *_anr_tc_alloc(anr_heap *h, unsigned cls)
 static void bin_full(anr_heap *h, _anr_tcache *tc, unsigned cls)
 {
     note_slow(h, tc);
+    tc->gc_used[cls] = 1;
     /* Full again and again without running dry between: more frees than
      * mallocs here (a consumer, or a program freeing everything): shrink. */
     if (++tc->bin_spills[cls] >= BIN_SHRINK_AFTER) {
