@@ -149,11 +149,12 @@ typedef struct _anr_tcache {
      * one pins a slab). `bin_spills` counts those fills. */
     uint16_t bin_cap[ANR_MAX_CLASSES];
     uint8_t bin_spills[ANR_MAX_CLASSES];
-    /* Idle bins (tcache.c, bin_gc_step): each slow path of the owner counts
-     * one tick; every few ticks one class is visited, round robin, and a bin
-     * that did not go down since its last visit gives its older half back. */
+    /* Quiet bins (tcache.c, bin_gc_step): each slow path of the owner counts
+     * one tick; every few ticks one class is visited, round robin, and a
+     * class that took no slow path and whose bin did not go down since its
+     * last visit gives half its bin back. */
     uint16_t gc_seen[ANR_MAX_CLASSES]; /* bin_n after the last visit */
-    uint8_t gc_used[ANR_MAX_CLASSES];  /* a malloc ran the bin dry since */
+    uint8_t gc_used[ANR_MAX_CLASSES];  /* the bin ran dry or filled up since */
     uint8_t gc_next, gc_tick;
     /* Run bins (runbins.c): freed page runs by length, the same way. */
     void *run_bin[_ANR_RUN_BIN_PAGES + 1];

@@ -450,17 +450,6 @@ static void bin_spill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned keep)
     send_locked(h, tc, &lb);
 }
 
-/* Owner, on its slow paths (a refill, a full bin): every GC_EVERY of them,
- * the next class in turn is looked at. A bin that no malloc ran dry and
- * that did not go down since its last visit served no mallocs to speak of:
- * its older half goes home (all of it if one object is left). Each binned object pins its slab, and a
- * bin only shrinks when it keeps filling up, so without this a class that
- * went quiet (a program that freed its data and moved on) kept up to a
- * bin of objects and their slabs for as long as the thread lived. A bin in
- * use is drawn down between visits and stays whole. (Visits cost nothing
- * on the fast paths: they ride on calls that take the lock anyway.) */
-#define GC_EVERY 4u
-
 /* Owner: class c had an empty bin at two visits in a row: its current
  * slab, if no object of it is live, and its spare go back (empty slabs on
  * `avail` went back when they emptied). If the lock is busy, a later visit
@@ -479,6 +468,18 @@ static void release_quiet(anr_heap *h, _anr_tcache *tc, unsigned c)
     _anr_unlock_and_purge(h, false);
 }
 
+/* Owner, on its slow paths (a refill, a full bin): every GC_EVERY of them,
+ * the next class in turn is looked at. A class that took no slow path since
+ * its last visit (its bin neither ran dry nor filled up) and whose bin did
+ * not go down served no mallocs to speak of: the older half of its bin
+ * goes home (all of it if one object is left) and its capacity halves.
+ * Each binned object pins its slab, and a bin only shrank when it kept
+ * filling up, so a class that went quiet (a program that freed its data
+ * and moved on) kept up to a bin of objects and their slabs for as long as
+ * the thread lived. A bin in use is drawn down between visits, or runs
+ * dry or full, and stays whole. (Nothing on the fast paths: the visits
+ * ride on calls that take the lock anyway.) */
+#define GC_EVERY 4u
 static void bin_gc_step(anr_heap *h, _anr_tcache *tc)
 {
     if (++tc->gc_tick < GC_EVERY)
@@ -487,7 +488,7 @@ static void bin_gc_step(anr_heap *h, _anr_tcache *tc)
     unsigned c = tc->gc_next;
     tc->gc_next = (uint8_t)(c + 1u < h->tc_classes ? c + 1u : 0u);
     unsigned n = tc->bin_n[c], seen = tc->gc_seen[c];
-    bool used = tc->gc_used[c]; /* mallocs ran it dry since the last visit */
+    bool used = tc->gc_used[c]; /* a slow path of its own since the last visit */
     tc->gc_used[c] = 0;
     if (!used && n && n >= seen) {
         /* Its capacity halves too, as for a bin that keeps filling up (it
