@@ -8,7 +8,8 @@
  *
  * Budget (x86-64, gcc -O2, counted to the return in the disassembly of
  * gmalloc's malloc and free, at 76b0f8f): malloc ~57 instructions (heap,
- * debug and TLS checks, class lookup, bin pop with a link check); free ~90,
+ * debug and TLS checks, class lookup, bin pop with a link check; one more
+ * since the quiet-class mark, a byte store: 63 in the whole body); free ~90,
  * a sixth of them branches to the full path (the page's slab offset byte,
  * the slab head's entry, slot check by a multiply, bitmap bit and free key,
  * bin push). The page-run pop and push (_anr_fast_run_alloc/free, for
@@ -205,6 +206,7 @@ static inline void *_anr_fast_alloc(const anr_heap *h, size_t size)
         return NULL; /* the full path reports it */
     tc->bin[cls] = next;
     bin_count(tc, cls, tc->bin_n[cls] - 1u);
+    tc->gc_used[cls] = 1; /* the bin serves mallocs: not a quiet class (tcache.c) */
     _anr_key_clear(p);
     return p;
 }

@@ -145,16 +145,16 @@ typedef struct _anr_tcache {
     uint16_t bin_n[ANR_MAX_CLASSES];
     /* A bin's capacity adapts (tcache.c): it doubles when malloc finds the
      * bin empty and halves when it fills a few times in a row with no such
-     * refill between, so a thread that only frees keeps few objects (each
-     * one pins a slab). `bin_spills` counts those fills. */
+     * refill between, or when its class is found quiet, so a thread that
+     * only frees keeps few objects (each one pins a slab). `bin_spills`
+     * counts those fills. */
     uint16_t bin_cap[ANR_MAX_CLASSES];
     uint8_t bin_spills[ANR_MAX_CLASSES];
     /* Quiet bins (tcache.c, bin_gc_step): each slow path of the owner counts
      * one tick; every few ticks one class is visited, round robin, and a
-     * class that took no slow path and whose bin did not go down since its
-     * last visit gives half its bin back. */
-    uint16_t gc_seen[ANR_MAX_CLASSES]; /* bin_n after the last visit */
-    uint8_t gc_used[ANR_MAX_CLASSES];  /* the bin ran dry or filled up since */
+     * class that served no malloc and took no slow path since its last
+     * visit gives half its bin back. */
+    uint8_t gc_used[ANR_MAX_CLASSES]; /* a malloc, or a bin run dry or full, since */
     uint8_t gc_next, gc_tick;
     /* Run bins (runbins.c): freed page runs by length, the same way. */
     void *run_bin[_ANR_RUN_BIN_PAGES + 1];

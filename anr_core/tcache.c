@@ -10,7 +10,8 @@
  * bounded scan of its full slabs). The lock is taken only to get new slabs
  * (once per 16 to 256 objects; for classes of a few objects per slab, a few
  * slabs at once) and to give slabs back: when the free bytes a
- * cache holds pass `tc_max_bytes` (its `avail` slabs go back), at thread
+ * cache holds pass `tc_max_bytes` (its `avail` slabs go back), when a size
+ * class goes quiet (bin_gc_step: its bin and free slabs go back), at thread
  * exit, when the heap asks every cache to flush (limit reached, full purge),
  * and in a forked child for the threads that did not come along.
  *
@@ -272,6 +273,7 @@ static void *bin_pop(anr_heap *h, _anr_tcache *tc, unsigned cls)
     }
     tc->bin[cls] = next;
     bin_count(tc, cls, n);
+    tc->gc_used[cls] = 1;
     _anr_key_clear(p);
     return p;
 }
@@ -410,8 +412,8 @@ static void send_locked(anr_heap *h, _anr_tcache *tc, locked_batch *lb)
     _anr_unlock_and_purge(h, false);
 }
 
-/* Owner, lock not held: the bin of `cls` is full; all but its newest
- * `keep` objects go home (keep 0: all of them). */
+/* Owner, lock not held: all but the newest `keep` objects of the bin of
+ * `cls` (full, or of a quiet class) go home (keep 0: all of them). */
 static void bin_spill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned keep)
 {
     void *p = tc->bin[cls], *rest;
@@ -450,10 +452,10 @@ static void bin_spill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned keep)
     send_locked(h, tc, &lb);
 }
 
-/* Owner: class c had an empty bin at two visits in a row: its current
- * slab, if no object of it is live, and its spare go back (empty slabs on
- * `avail` went back when they emptied). If the lock is busy, a later visit
- * tries again. */
+/* Owner: quiet class c has an empty bin: its current slab, if no object
+ * of it is live, and its spare go back (empty slabs on `avail` went back
+ * when they emptied, or wait there for a trim if the lock was busy then).
+ * If the lock is busy now, a later visit tries again. */
 static void release_quiet(anr_heap *h, _anr_tcache *tc, unsigned c)
 {
     uint32_t pi = tc->cur[c];
@@ -469,16 +471,16 @@ static void release_quiet(anr_heap *h, _anr_tcache *tc, unsigned c)
 }
 
 /* Owner, on its slow paths (a refill, a full bin): every GC_EVERY of them,
- * the next class in turn is looked at. A class that took no slow path since
- * its last visit (its bin neither ran dry nor filled up) and whose bin did
- * not go down served no mallocs to speak of: the older half of its bin
- * goes home (all of it if one object is left) and its capacity halves.
- * Each binned object pins its slab, and a bin only shrank when it kept
- * filling up, so a class that went quiet (a program that freed its data
- * and moved on) kept up to a bin of objects and their slabs for as long as
- * the thread lived. A bin in use is drawn down between visits, or runs
- * dry or full, and stays whole. (Nothing on the fast paths: the visits
- * ride on calls that take the lock anyway.) */
+ * the next class in turn is looked at. A class that served no malloc and
+ * took no slow path since its last visit is quiet: the older half of its
+ * bin goes home (all of it if one object is left) and its capacity halves;
+ * once its bin is empty, its free current slab and its spare go too. Each
+ * binned object pins its slab, and a bin only shrank when it kept filling
+ * up, so a class that went quiet (a program that freed its data and moved
+ * on) kept up to a bin of objects and their slabs for as long as the
+ * thread lived. A class in use (even in malloc/free pairs that leave its
+ * bin's count unchanged) stays whole. The visits ride on calls that take
+ * the lock anyway; the fast malloc pays one byte store for the mark. */
 #define GC_EVERY 4u
 static void bin_gc_step(anr_heap *h, _anr_tcache *tc)
 {
@@ -487,19 +489,20 @@ static void bin_gc_step(anr_heap *h, _anr_tcache *tc)
     tc->gc_tick = 0;
     unsigned c = tc->gc_next;
     tc->gc_next = (uint8_t)(c + 1u < h->tc_classes ? c + 1u : 0u);
-    unsigned n = tc->bin_n[c], seen = tc->gc_seen[c];
-    bool used = tc->gc_used[c]; /* a slow path of its own since the last visit */
-    tc->gc_used[c] = 0;
-    if (!used && n && n >= seen) {
+    if (tc->gc_used[c]) {
+        tc->gc_used[c] = 0;
+        return;
+    }
+    unsigned n = tc->bin_n[c];
+    if (n) {
         /* Its capacity halves too, as for a bin that keeps filling up (it
          * doubles again when a malloc finds the bin empty). */
         if (tc->bin_cap[c] > bin_floor_of(h->cls[c].size))
             tc->bin_cap[c] = (uint16_t)(tc->bin_cap[c] / 2u);
         bin_spill(h, tc, c, n / 2u);
-    } else if (!used && !n && !seen) {
+    } else {
         release_quiet(h, tc, c);
     }
-    tc->gc_seen[c] = tc->bin_n[c];
 }
 
 /* Lock held: empties a bin (of this thread, or in a forked child of a
@@ -660,7 +663,6 @@ static _anr_tcache *slot_take(anr_heap *h)
         tc->bin_n[c] = 0;
         tc->bin_cap[c] = (uint16_t)(h->bin_max[c] < BIN_START ? h->bin_max[c] : BIN_START);
         tc->bin_spills[c] = 0;
-        tc->gc_seen[c] = 0;
         tc->gc_used[c] = 0;
     }
     tc->gc_next = tc->gc_tick = 0;

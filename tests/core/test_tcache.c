@@ -764,6 +764,35 @@ static void test_quiet_bin_shrinks(void **state)
     assert_sound(h);
 }
 
+/* A class in use stays whole, even in malloc/free pairs that leave its
+ * bin's count where it was: its bin of objects from another thread's slabs
+ * (cached while binned) is still there after the same work elsewhere. */
+static void test_busy_class_keeps_its_bin(void **state)
+{
+    anr_heap *h = tc_heap(state, 0, 0);
+    void *q[16];
+    alloc_arg a = {h, q, 16, 3000};
+    pthread_t t;
+    void *ret;
+    assert_int_equal(pthread_create(&t, NULL, alloc_n, &a), 0);
+    assert_int_equal(pthread_join(t, &ret), 0);
+    assert_null(ret);
+    work_one_class(h, 50);
+    size_t before = stats_of(h).bytes_cached;
+    for (unsigned i = 0; i < 16; i++)
+        anr_core_free(h, q[i]); /* the bin of 16 */
+    for (unsigned r = 0; r < 200; r++) {
+        work_one_class(h, 1);
+        void *p = anr_core_alloc(h, 3000, 0, 0); /* a pair: the bin's count stays */
+        assert_non_null(p);
+        anr_core_free(h, p);
+    }
+    size_t after = stats_of(h).bytes_cached, kept = after > before ? after - before : 0;
+    if (kept < 16 * 3072)
+        fail_msg("a class in use kept %zu bytes of its bin of 16 objects of 3072", kept);
+    assert_sound(h);
+}
+
 /* The same for a thread that only frees (a consumer, a program freeing its
  * data: its slow paths are full bins) or only allocates (building the next
  * thing: its slow paths are refills). A thread frees or allocates many
@@ -847,6 +876,7 @@ int main(void)
         UNIT(test_quiet_bin_goes_home),       UNIT(test_quiet_bin_shrinks),
         UNIT(test_quiet_bin_goes_home_while_freeing),
         UNIT(test_quiet_bin_goes_home_while_allocating),
+        UNIT(test_busy_class_keeps_its_bin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
