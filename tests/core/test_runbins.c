@@ -68,9 +68,7 @@ static void test_freed_run_is_reused(void **state)
     anr_core_free(h, q);
     unsigned char *z = anr_core_alloc(h, size, 0, ANR_ALLOC_ZERO);
     assert_ptr_equal(z, q);
-    for (size_t i = 0; i < size; i++)
-        if (z[i])
-            fail_msg("calloc'd run has byte %zu = %#x", i, z[i]);
+    check_zero(z, size);
 
     anr_core_free(h, z);
     anr_core_free(h, r);

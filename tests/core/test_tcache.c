@@ -737,6 +737,21 @@ static void *alloc_n(void *v)
     return NULL;
 }
 
+/* 16 objects of 3000 bytes from a thread that exited (their slabs are
+ * shared), into q; then this thread's 64-byte class at its usual state.
+ * Returns the bytes cached then. */
+static size_t objects_from_gone_thread(anr_heap *h, void **q)
+{
+    alloc_arg a = {h, q, 16, 3000};
+    pthread_t t;
+    void *ret;
+    assert_int_equal(pthread_create(&t, NULL, alloc_n, &a), 0);
+    assert_int_equal(pthread_join(t, &ret), 0);
+    assert_null(ret);
+    work_one_class(h, 50);
+    return stats_of(h).bytes_cached;
+}
+
 /* A quiet class's bin also gets a smaller capacity, so that the frees that
  * come later keep fewer objects (each one pins its slab). The objects come
  * from a thread that exited (shared slabs): binned they count as cached,
@@ -745,14 +760,7 @@ static void test_quiet_bin_shrinks(void **state)
 {
     anr_heap *h = tc_heap(state, 0, 0);
     void *q[16];
-    alloc_arg a = {h, q, 16, 3000};
-    pthread_t t;
-    void *ret;
-    assert_int_equal(pthread_create(&t, NULL, alloc_n, &a), 0);
-    assert_int_equal(pthread_join(t, &ret), 0);
-    assert_null(ret);
-    work_one_class(h, 50);
-    size_t before = stats_of(h).bytes_cached;
+    size_t before = objects_from_gone_thread(h, q);
     for (unsigned i = 0; i < 8; i++)
         anr_core_free(h, q[i]); /* into a bin of 16 */
     work_one_class(h, 200);     /* that bin goes home, and down to 4 */
@@ -771,14 +779,7 @@ static void test_busy_class_keeps_its_bin(void **state)
 {
     anr_heap *h = tc_heap(state, 0, 0);
     void *q[16];
-    alloc_arg a = {h, q, 16, 3000};
-    pthread_t t;
-    void *ret;
-    assert_int_equal(pthread_create(&t, NULL, alloc_n, &a), 0);
-    assert_int_equal(pthread_join(t, &ret), 0);
-    assert_null(ret);
-    work_one_class(h, 50);
-    size_t before = stats_of(h).bytes_cached;
+    size_t before = objects_from_gone_thread(h, q);
     for (unsigned i = 0; i < 16; i++)
         anr_core_free(h, q[i]); /* the bin of 16 */
     for (unsigned r = 0; r < 200; r++) {

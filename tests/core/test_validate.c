@@ -310,9 +310,7 @@ static void test_bad_frees_while_lock_busy(void **state)
         fail_msg("%d reports while the lock was busy, expected 4 (one per bad free)", reports);
     check_pat(l, n * pg, 6);
     check_pat(s, 64, 5);
-    for (size_t i = 0; i < n * pg; i++)
-        if (clean[i])
-            fail_msg("handed-back page written: byte %zu of the freed block is %d", i, clean[i]);
+    check_zero(clean, n * pg);
     anr_core_stats st = stats_of(h); /* takes the lock: the good free is drained */
     assert_int_equal(st.deferred_frees, deferred0 + 1);
     assert_int_equal(st.bad_pointers, bad0 + 4);
@@ -320,9 +318,7 @@ static void test_bad_frees_while_lock_busy(void **state)
     assert_int_equal(anr_core_check(h, good), ANR_ERR_DOUBLE_FREE);
     char *z = anr_core_alloc(h, n * pg, 0, ANR_ALLOC_ZERO);
     assert_non_null(z);
-    for (size_t i = 0; i < n * pg; i++)
-        if (z[i])
-            fail_msg("calloc'd block has byte %zu = %d", i, z[i]);
+    check_zero(z, n * pg);
     anr_core_free(h, z);
     anr_core_free(h, s);
     anr_core_free(h, l);
