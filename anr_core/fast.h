@@ -255,11 +255,15 @@ static inline _anr_page *_anr_tc_slot(const anr_heap *h, const void *p, unsigned
 /* A slot of a live object: its bit is set (until it is freed, whoever owns
  * the slab) and it does not carry the free key (a binned or queued object
  * does). */
+static inline bool _anr_slot_bit(const _anr_page *e, size_t idx)
+{
+    return __atomic_load_n(&e->bits[idx >> 6], __ATOMIC_RELAXED) & ((uint64_t)1 << (idx & 63));
+}
+
 static inline bool _anr_slot_live(const anr_heap *h, const _anr_page *e, size_t idx,
                                   const void *p)
 {
-    return (__atomic_load_n(&e->bits[idx >> 6], __ATOMIC_RELAXED) & ((uint64_t)1 << (idx & 63))) &&
-           !_anr_key_is_set(h, p);
+    return _anr_slot_bit(e, idx) && !_anr_key_is_set(h, p);
 }
 
 /* free(p) into this thread's bin: true if done. False for anything else,

@@ -63,16 +63,15 @@ anr_error _anr_lookup(const anr_heap *h, const void *p, _anr_obj *obj)
  * read as zero. */
 anr_error _anr_lookup_unlocked(const anr_heap *h, const void *p)
 {
-    if (!_anr_in_data(h, p) || (uintptr_t)p % _ANR_ALIGN ||
-        (size_t)((const uint8_t *)p - h->data) + 16 > h->data_size)
+    /* A slot start or a page start in the data: aligned, with room for the
+     * link and the key. */
+    if (!_anr_in_data(h, p))
         return ANR_ERR_NOT_AN_OBJECT;
     unsigned cls;
     size_t idx;
     const _anr_page *e = _anr_slab_slot(h, p, &cls, &idx, h->nclasses);
-    if (e) {
-        bool set = __atomic_load_n(&e->bits[idx >> 6], __ATOMIC_RELAXED) & ((uint64_t)1 << (idx & 63));
-        return set && !_anr_key_found(h, p) ? ANR_ERR_NONE : ANR_ERR_DOUBLE_FREE;
-    }
+    if (e) /* the key only where caches use it (_anr_slot_live reads it always) */
+        return _anr_slot_bit(e, idx) && !_anr_key_found(h, p) ? ANR_ERR_NONE : ANR_ERR_DOUBLE_FREE;
     if ((uintptr_t)p & (h->page_size - 1))
         return ANR_ERR_NOT_AN_OBJECT;
     uint8_t kind = __atomic_load_n(&h->pages[_anr_page_index(h, p)].kind, __ATOMIC_RELAXED);

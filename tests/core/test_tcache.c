@@ -695,9 +695,9 @@ static void work_one_class(anr_heap *h, unsigned rounds)
 
 /* Objects of a class this thread freed and then stopped using go back to
  * their slabs, and those slabs to the heap, on the thread's slow paths in
- * other classes: a bin that did not go down between two visits gives half
- * back, then the rest; an empty bin's all-free current slab and its spare
- * go too. Before, a bin only shrank when it kept filling up, so a quiet
+ * other classes: a class that served no malloc since its last visit gives
+ * half its bin back, then the rest; then its all-free current slab and its
+ * spare go too. Before, a bin only shrank when it kept filling up, so a quiet
  * class kept its bin, and each binned object its slab, for as long as the
  * thread lived. */
 static void test_quiet_bin_goes_home(void **state)
