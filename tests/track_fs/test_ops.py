@@ -120,6 +120,10 @@ balanced("while the unlinked file is open (its blocks stay charged)")
 check(os.fstat(fd).st_nlink == 0 and os.pread(fd, 2, 0) == b"zz", "it is still usable")
 os.close(fd)
 wait_for(lambda: not any(n.startswith(".fuse_hidden") for n in os.listdir(env.src)), "the hidden file to go")
+# The release reaches the daemon after close() returns, and its unlink of
+# the hidden name credits the blocks just after the name goes: wait for the
+# credit too (it must come), then check.
+wait_for(lambda: env.df()[0] == tree_blocks(env.src), "the unlinked file's blocks to be credited")
 balanced("after closing the unlinked file")
 
 # xattrs (tmpfs supports user.* since Linux 6.6, trusted.* always for root)
