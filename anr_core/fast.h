@@ -42,10 +42,13 @@ extern __thread _anr_tls_state _anr_tls __attribute__((tls_model("initial-exec")
 #define BIN_BAD ((void *)1)
 
 /* This thread's cache of `h`, or NULL (none yet, none possible, or stale
- * TLS from a destroyed heap at the same address). */
+ * TLS from a destroyed heap at the same address). A heap's generation is
+ * unique in the process (a counter bumped by every init, never 0) and set
+ * in TLS together with the heap, so it alone tells the heap: no second
+ * compare on the fast paths. */
 static inline _anr_tcache *_anr_tc_mine(const anr_heap *h)
 {
-    return (_anr_tls.heap == h && _anr_tls.gen == h->gen) ? _anr_tls.tc : NULL;
+    return _anr_tls.gen == h->gen ? _anr_tls.tc : NULL;
 }
 
 static inline uintptr_t bin_link(const anr_heap *h, const void *next)
@@ -233,12 +236,8 @@ static inline _anr_page *_anr_slab_slot(const anr_heap *h, const void *p, unsign
     unsigned c = __atomic_load_n(&e->cls, __ATOMIC_RELAXED);
     if (c >= nclasses)
         return NULL;
-    /* A slab spans at most 16 pages: the slot is a multiply by the
-     * class's reciprocal away (exact below 2^32 / size bytes). */
-    const _anr_class *k = &h->cls[c];
-    size_t soff = off - ((size_t)pi << h->page_shift);
-    size_t i = (size_t)(((uint64_t)soff * k->recip) >> 32);
-    if (i >= k->nobj || i * k->size != soff)
+    size_t i;
+    if (!_anr_slot_exact(&h->cls[c], off - ((size_t)pi << h->page_shift), &i))
         return NULL;
     *cls = c;
     *idx = i;

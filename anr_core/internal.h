@@ -95,20 +95,46 @@ typedef struct _anr_class {
     uint32_t size;  /* bytes per object */
     uint16_t nobj;  /* objects per slab */
     uint8_t pages;  /* pages per slab */
+#ifdef __SIZEOF_INT128__
+    uint64_t magic; /* ceil(2^64 / size): see _anr_slot_exact */
+#else
     uint32_t recip; /* ceil(2^32 / size): slot = (off * recip) >> 32 */
+#endif
 } _anr_class;
 
-/* The slot of byte offset `off` in a slab of class `c`, without a divide.
- * Exact while off * size < 2^32: slabs are at most 16 pages, so this holds
- * for pages up to 64 KiB and every class up to 4 KiB; larger classes
- * divide. (fast.h's lock-free lookup multiplies for every cached class and
- * accepts a slot only if slot * size == off; where the multiply is off, as
- * with 64 KiB pages and classes past 4 KiB, it falls back to this.) */
+/* The slot of byte offset `off` in a slab of class `c`, without a divide,
+ * for an offset inside the slab. */
 static inline size_t _anr_slot_of(const _anr_class *c, size_t off)
 {
+#ifdef __SIZEOF_INT128__
+    return (size_t)(((unsigned __int128)c->magic * off) >> 64);
+#else
+    /* Exact while off * size < 2^32: every class up to 4 KiB in a slab of
+     * at most 16 pages of up to 64 KiB; larger classes divide. */
     if (c->size <= 4096)
         return (size_t)(((uint64_t)off * c->recip) >> 32);
     return off / c->size;
+#endif
+}
+
+/* True if byte offset `off` (any value: a pointer below the slab wraps)
+ * is the start of a slot of a slab of class `c`, with *idx its slot. One
+ * multiply where 128-bit products exist: with M = ceil(2^64 / size), for
+ * every n < 2^32, n / size = (M * n) >> 64 and size divides n iff
+ * (M * n) mod 2^64 < M (Lemire, Kaser and Kurz, "Faster remainder by
+ * direct computation", 2019). Slabs are at most 16 pages of at most
+ * 64 KiB, so slot offsets are below 2^20; a larger `off` gives a quotient
+ * past nobj. */
+static inline bool _anr_slot_exact(const _anr_class *c, size_t off, size_t *idx)
+{
+#ifdef __SIZEOF_INT128__
+    unsigned __int128 x = (unsigned __int128)c->magic * off;
+    *idx = (size_t)(x >> 64);
+    return (uint64_t)x < c->magic && *idx < c->nobj;
+#else
+    *idx = _anr_slot_of(c, off);
+    return *idx < c->nobj && *idx * c->size == off;
+#endif
 }
 
 /* Size-class lookup by (size + 15) / 16. */

@@ -21,8 +21,8 @@ anr_error _anr_lookup(const anr_heap *h, const void *p, _anr_obj *obj)
     case _ANR_PK_SLAB: {
         const _anr_class *c = &h->cls[e->cls];
         size_t off = (size_t)((const uint8_t *)p - _anr_page_addr(h, pi));
-        size_t idx = _anr_slot_of(c, off);
-        if (idx * c->size != off || idx >= c->nobj)
+        size_t idx;
+        if (!_anr_slot_exact(c, off, &idx))
             return ANR_ERR_NOT_AN_OBJECT;
         if (!(e->bits[idx >> 6] & ((uint64_t)1 << (idx & 63))) || _anr_key_found(h, p))
             return ANR_ERR_DOUBLE_FREE;

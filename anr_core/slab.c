@@ -63,7 +63,11 @@ static void size_slab(size_t page, uint32_t size, _anr_class *c)
     }
     size_t nobj = best_k * page / size;
     c->size = size;
+#ifdef __SIZEOF_INT128__
+    c->magic = UINT64_MAX / size + 1;
+#else
     c->recip = (uint32_t)((((uint64_t)1 << 32) + size - 1) / size);
+#endif
     c->pages = (uint8_t)best_k;
     c->nobj = (uint16_t)(nobj > ANR_SLAB_MAX_OBJECTS ? ANR_SLAB_MAX_OBJECTS : nobj);
 }

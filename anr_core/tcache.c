@@ -174,8 +174,8 @@ static unsigned apply_remote(anr_heap *h, uint32_t head, uint64_t list)
     uintptr_t p = (uintptr_t)(list & ~REMOTE_OWNED);
     while (p) {
         size_t off = p - (uintptr_t)base;
-        size_t idx = _anr_slot_of(c, off);
-        if (p < (uintptr_t)base || idx >= c->nobj || idx * c->size != off) {
+        size_t idx;
+        if (!_anr_slot_exact(c, off, &idx)) { /* also a pointer below the slab (off wraps) */
             _anr_report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, (void *)p);
             break;
         }
@@ -700,7 +700,7 @@ static _anr_tcache *tc_create(anr_heap *h)
 
 static inline _anr_tcache *tc_get(anr_heap *h)
 {
-    if (__builtin_expect(_anr_tls.heap == h && _anr_tls.gen == h->gen, 1))
+    if (__builtin_expect(_anr_tls.gen == h->gen, 1)) /* the heap too: see _anr_tc_mine */
         return _anr_tls.tc;
     return tc_create(h);
 }
