@@ -31,12 +31,13 @@ size_t anr_core_default_slab_sizes(const uint32_t **sizes)
     return sizeof(default_sizes) / sizeof(default_sizes[0]);
 }
 
-/* Pages per slab: from enough for MIN_OBJECTS objects (classes up to 2 KiB),
- * the fewest that waste at most 1/16 of the slab (1/64 for classes above a
- * page), else the least wasteful up to MAX_SLAB_PAGES. Above a page a slab
- * holds a few objects, so 1/16 would be up to 6.7% more per object on top of
- * the class's rounding (4608 took 6 pages for 5 objects); below, a longer
- * slab would be pinned longer by one live object. */
+/* Pages per slab: for classes up to a page, from enough for MIN_OBJECTS
+ * objects (classes up to 2 KiB), the fewest that waste at most 1/16 of the
+ * slab, else the least wasteful up to MAX_SLAB_PAGES (a longer slab would
+ * be pinned longer by one live object). Above a page, the least wasteful up
+ * to MAX_SLAB_PAGES: a slab holds a few objects, so any waste is paid by
+ * each of them on top of the class's rounding (4608 took 6 pages for 5
+ * objects under 1/16, 8 for 7 under 1/64; it fills 9 pages with 8). */
 static void size_slab(size_t page, uint32_t size, _anr_class *c)
 {
     unsigned best_k = 0, k_min = 1;
@@ -58,7 +59,7 @@ static void size_slab(size_t page, uint32_t size, _anr_class *c)
             best_k = k;
             best_waste = waste;
         }
-        if (waste * (size > page ? 64 : 16) <= bytes)
+        if (size <= page && waste * 16 <= bytes)
             break;
     }
     size_t nobj = best_k * page / size;
