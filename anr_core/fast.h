@@ -7,18 +7,20 @@
  * which handles and reports it.
  *
  * Budget (x86-64, gcc -O2, counted to the return in the disassembly of
- * gmalloc's malloc and free, at 76b0f8f): malloc ~57 instructions (heap,
- * debug and TLS checks, class lookup, bin pop with a link check; one more
- * since the quiet-class mark, a byte store: 63 in the whole body); free ~90,
- * a sixth of them branches to the full path (the page's slab offset byte,
- * the slab head's entry, slot check by a multiply, bitmap bit and free key,
- * bin push). The page-run pop and push (_anr_fast_run_alloc/free, for
- * blocks past the largest class up to 64 KiB) run in gmalloc's slow
- * halves, after the small-object path failed: ~85 more instructions to
- * malloc_slow's return (at f8b7073; debug check, heap, size range, TLS,
- * bin pop with a link check, counts); free_slow's push is of the same
- * order (page map entry, length range, bin bounds, free key, a second look
- * at the entry, push).
+ * gmalloc's malloc and free): malloc 46 instructions (one heap test, TLS
+ * generation and cache, class lookup, flush epoch, bin pop with a link
+ * check, the count, the quiet-class mark, the free key cleared); free 80,
+ * a sixth of them branches to the full path (the heap, TLS, the page's
+ * slab offset byte, the slab head's entry, slot check by one multiply,
+ * bitmap bit and free key, bin bound, push). The build does not assume
+ * strict aliasing, so every load is made before the first store into the
+ * object (a load after it would be made again). The page-run pop and push
+ * (_anr_fast_run_alloc/free, for blocks past the largest class up to
+ * 64 KiB) run in gmalloc's slow halves, after the small-object path
+ * failed: ~85 more instructions to malloc_slow's return (debug check,
+ * heap, size range, TLS, bin pop with a link check, counts); free_slow's
+ * push is of the same order (page map entry, length range, bin bounds,
+ * free key, a second look at the entry, push).
  */
 #ifndef ANR_CORE_FAST_H
 #define ANR_CORE_FAST_H
@@ -56,16 +58,23 @@ static inline uintptr_t bin_link(const anr_heap *h, const void *next)
     return (uintptr_t)next ^ (uintptr_t)h->free_key;
 }
 
-/* The object after `p` in a bin: NULL at the end, BIN_BAD if the link was
- * overwritten (it does not decode to an aligned address in the data). */
-static inline void *bin_next(const anr_heap *h, const void *p)
+/* Decodes the link in `p`, a binned object, into *next (NULL at the end).
+ * False if the link was overwritten: it does not decode to an aligned
+ * address in the data. (One test, no sentinel to compare on the fast
+ * paths.) */
+static inline bool bin_link_next(const anr_heap *h, const void *p, void **next)
 {
     uintptr_t v = *(const uintptr_t *)p ^ (uintptr_t)h->free_key;
-    if (!v)
-        return NULL;
-    if (v - (uintptr_t)h->data > h->data_size - 16 || v % _ANR_ALIGN)
-        return BIN_BAD;
-    return (void *)v;
+    *next = (void *)v;
+    return !v || (v - (uintptr_t)h->data <= h->data_size - 16 && !(v % _ANR_ALIGN));
+}
+
+/* The object after `p` in a bin: NULL at the end, BIN_BAD if the link was
+ * overwritten. */
+static inline void *bin_next(const anr_heap *h, const void *p)
+{
+    void *next;
+    return bin_link_next(h, p, &next) ? next : BIN_BAD;
 }
 
 static inline void bin_count(_anr_tcache *tc, unsigned cls, unsigned n)
@@ -73,22 +82,31 @@ static inline void bin_count(_anr_tcache *tc, unsigned cls, unsigned n)
     __atomic_store_n(&tc->bin_n[cls], (uint16_t)n, __ATOMIC_RELAXED);
 }
 
+/* Every load before the first store into `p`: the build does not assume
+ * strict aliasing, so a load after it would be made again. */
 static inline void bin_push(const anr_heap *h, _anr_tcache *tc, unsigned cls, void *p)
 {
-    *(uintptr_t *)p = bin_link(h, tc->bin[cls]);
+    uintptr_t link = bin_link(h, tc->bin[cls]);
+    unsigned n = tc->bin_n[cls];
     _anr_key_set(h, p);
+    *(uintptr_t *)p = link;
     tc->bin[cls] = p;
-    bin_count(tc, cls, tc->bin_n[cls] + 1u);
+    bin_count(tc, cls, n + 1u);
 }
 
 /* Run bins (runbins.c): the run after `p`, NULL at the end, BIN_BAD if the
  * link was overwritten (it does not decode to a page start in the data).
  * The data starts on a page, so a mask tests the page start (a divide by
  * the page size cost a fifth of a pop). */
+static inline bool _anr_run_link_next(const anr_heap *h, const void *p, void **next)
+{
+    return bin_link_next(h, p, next) && !((uintptr_t)*next & (h->page_size - 1));
+}
+
 static inline void *_anr_run_next(const anr_heap *h, const void *p)
 {
-    void *next = bin_next(h, p);
-    return next != BIN_BAD && ((uintptr_t)next & (h->page_size - 1)) ? BIN_BAD : next;
+    void *next;
+    return _anr_run_link_next(h, p, &next) ? next : BIN_BAD;
 }
 
 /* Owner: run bin n now holds `count` runs. (Statistics read the counts
@@ -133,8 +151,8 @@ static inline void *_anr_fast_run_alloc(const anr_heap *h, size_t size)
     void *p = tc->run_bin[n];
     if (!p || tc->epoch != atomic_load_explicit(&((anr_heap *)h)->flush_epoch, memory_order_relaxed))
         return NULL;
-    void *next = _anr_run_next(h, p);
-    if (__builtin_expect(next == BIN_BAD, 0))
+    void *next;
+    if (__builtin_expect(!_anr_run_link_next(h, p, &next), 0))
         return NULL; /* the full path reports it */
     tc->run_bin[n] = next;
     tc->run_hit[n] = 1;
@@ -204,11 +222,12 @@ static inline void *_anr_fast_alloc(const anr_heap *h, size_t size)
                                                                   memory_order_relaxed),
                          0))
         return NULL;
-    void *next = bin_next(h, p);
-    if (__builtin_expect(next == BIN_BAD, 0))
+    void *next;
+    if (__builtin_expect(!bin_link_next(h, p, &next), 0))
         return NULL; /* the full path reports it */
+    unsigned n = tc->bin_n[cls];
     tc->bin[cls] = next;
-    bin_count(tc, cls, tc->bin_n[cls] - 1u);
+    bin_count(tc, cls, n - 1u);
     tc->gc_used[cls] = 1; /* the bin serves mallocs: not a quiet class (tcache.c) */
     _anr_key_clear(p);
     return p;
@@ -239,6 +258,8 @@ static inline _anr_page *_anr_slab_slot(const anr_heap *h, const void *p, unsign
     size_t i;
     if (!_anr_slot_exact(&h->cls[c], off - ((size_t)pi << h->page_shift), &i))
         return NULL;
+    if (!e) /* never: lets the compiler drop the callers' NULL test here */
+        __builtin_unreachable();
     *cls = c;
     *idx = i;
     return e;

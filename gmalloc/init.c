@@ -23,6 +23,7 @@
 extern char **environ;
 
 anr_heap *_gm_heap;
+anr_heap *_gm_fast_heap;
 gm_config _gm_cfg;
 static int init_state; /* 0 = not started, 1 = running, 2 = done */
 
@@ -214,6 +215,8 @@ anr_heap *_gm_init_slow(void)
         anr_heap *h = init_heap();
         _gm_debug_init(h); /* DEBUG / DEBUG_SOCKET: anr_malloc's kit adopts the heap */
         __atomic_store_n(&_gm_heap, h, __ATOMIC_RELEASE);
+        if (!_gm_dbg)
+            __atomic_store_n(&_gm_fast_heap, h, __ATOMIC_RELEASE);
         /* May call malloc: the heap is published, so that just works. */
         pthread_atfork(fork_prepare, fork_parent, fork_child);
         _gm_quota_start(h);

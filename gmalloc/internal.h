@@ -9,6 +9,10 @@
 
 /* The one heap, published by init. */
 extern anr_heap *_gm_heap;
+/* The same once published, if the debug kit is off (it is decided before
+ * publication and never changes); NULL otherwise. malloc and free test
+ * only this before their inline fast paths. */
+extern anr_heap *_gm_fast_heap;
 extern gm_config _gm_cfg;
 
 /* The heap, initialising on first use (before constructors, without malloc). */
