@@ -187,7 +187,8 @@ static unsigned apply_remote(anr_heap *h, uint32_t head, uint64_t list)
         }
         uintptr_t next = *(uintptr_t *)p;
         _anr_key_clear((void *)p);
-        __atomic_store_n(&e->bits[idx >> 6], b & ~m, __ATOMIC_RELAXED);
+        /* Release: the key is gone before the slot reads as free (see bin_fill). */
+        __atomic_store_n(&e->bits[idx >> 6], b & ~m, __ATOMIC_RELEASE);
         n++;
         p = next;
     }
@@ -522,7 +523,10 @@ static void bin_drain_locked(anr_heap *h, _anr_tcache *tc, unsigned cls)
             /* Its slab is given back right after: clearing the bit is enough. */
             size_t idx = slot_of(h, pi, p);
             _anr_key_clear(p);
-            e->bits[idx >> 6] &= ~((uint64_t)1 << (idx & 63));
+            /* Release: the key is gone before the slot reads as free (see
+             * bin_fill). */
+            __atomic_store_n(&e->bits[idx >> 6], e->bits[idx >> 6] & ~((uint64_t)1 << (idx & 63)),
+                             __ATOMIC_RELEASE);
             e->nfree++;
         } else if (!e->owner || !remote_push(h, e, p)) {
             _anr_key_clear(p);
@@ -537,7 +541,12 @@ static void bin_drain_locked(anr_heap *h, _anr_tcache *tc, unsigned cls)
 }
 
 /* Owner: moves up to `want` free slots of `cur` into the empty bin, lowest
- * addresses on top. */
+ * addresses on top. Each word's slots are marked taken in the bitmap before
+ * any of them gets the free key: no instant may show a free slot carrying
+ * the key, or a fork then (another thread's) leaves the child a free slot
+ * that its next allocation hands out with the key in word 1, and the
+ * object's first free reads as a double free. (The child loses the slots
+ * taken but not yet binned: a leak in the child, nothing worse.) */
 static void bin_fill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned want)
 {
     uint32_t head = tc->cur[cls];
@@ -547,18 +556,24 @@ static void bin_fill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned want)
     void *list = tc->bin[cls];
     unsigned got = 0;
     for (unsigned w = _ANR_BITMAP_WORDS; w-- > 0 && got < want && got < e->nfree;) {
-        uint64_t b = e->bits[w], freeb = ~b;
-        while (freeb && got < want) {
-            unsigned bit = 63u - (unsigned)__builtin_clzll(freeb);
-            freeb &= ~((uint64_t)1 << bit);
-            b |= (uint64_t)1 << bit;
+        uint64_t b = e->bits[w], freeb = ~b, take = 0;
+        for (; freeb && got < want; got++) {
+            uint64_t bit = (uint64_t)1 << (63u - (unsigned)__builtin_clzll(freeb));
+            freeb &= ~bit;
+            take |= bit;
+        }
+        if (!take)
+            continue;
+        __atomic_store_n(&e->bits[w], b | take, __ATOMIC_RELAXED);
+        atomic_thread_fence(memory_order_release); /* the bits before the keys */
+        while (take) {
+            unsigned bit = 63u - (unsigned)__builtin_clzll(take);
+            take &= ~((uint64_t)1 << bit);
             void *p = base + (size_t)(w * 64 + bit) * size;
             *(uintptr_t *)p = bin_link(h, list);
             _anr_key_set(h, p);
             list = p;
-            got++;
         }
-        __atomic_store_n(&e->bits[w], b, __ATOMIC_RELAXED);
     }
     e->nfree = (uint16_t)(e->nfree - got);
     tc_adjust(tc, -(long)got, size);

@@ -8,6 +8,30 @@ static bool is_free(uint8_t kind)
     return kind == _ANR_PK_FREE_DIRTY || kind == _ANR_PK_FREE_CLEAN;
 }
 
+/* With thread caches, a free slot never carries the free key, at any
+ * instant: a slot gets it only once taken in the bitmap (into a bin, a
+ * remote or deferred list) and loses it before it is marked free again.
+ * A fork at an instant that broke this would leave the child a free slot
+ * with the key, and that object's first free would read as a double free.
+ * Owners change their bitmaps meanwhile: the bit is read again after the
+ * key (acquire), so a slot being binned is not taken for a free one. */
+static bool free_slot_has_key(const anr_heap *h, const _anr_page *e, const _anr_class *c)
+{
+    if (!h->tc_on)
+        return false; /* no keys; and free memory may belong to valgrind */
+    const uint8_t *base = _anr_page_addr(h, (uint32_t)(e - h->pages));
+    for (unsigned i = 0; i < c->nobj; i++) {
+        uint64_t m = (uint64_t)1 << (i & 63);
+        if (__atomic_load_n(&e->bits[i >> 6], __ATOMIC_ACQUIRE) & m)
+            continue;
+        const uint64_t *w = (const uint64_t *)(base + (size_t)i * c->size);
+        if (__atomic_load_n(&w[1], __ATOMIC_ACQUIRE) == h->free_key &&
+            !(__atomic_load_n(&e->bits[i >> 6], __ATOMIC_ACQUIRE) & m))
+            return true;
+    }
+    return false;
+}
+
 static const char *check_slab(const anr_heap *h, uint32_t pi, size_t *objs, size_t *bytes)
 {
     const _anr_page *e = &h->pages[pi];
@@ -16,6 +40,8 @@ static const char *check_slab(const anr_heap *h, uint32_t pi, size_t *objs, size
     const _anr_class *c = &h->cls[e->cls];
     if (e->len != c->pages)
         return "slab length differs from its class";
+    if (free_slot_has_key(h, e, c))
+        return "a free slot carries the free key";
     if (e->owner) {
         /* A thread cache's slab: its owner changes the bitmap without the
          * lock, and the heap counts every slot in use until it comes back. */
