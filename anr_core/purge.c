@@ -106,21 +106,11 @@ static size_t allowed_dirty(const anr_heap *h, size_t keep)
     return c + keep < c ? SIZE_MAX : c + keep;
 }
 
-/* Lock held: the allowance in force: never more than the pages in use, so
- * that free pages kept for reuse stay within the live data (RSS within
- * twice the pages in use plus the ceiling), and a program that drops its
- * data hands them back on the frees that drop it, not a window later. */
-static size_t reuse_allow(const anr_heap *h)
-{
-    size_t keep = reuse_keep(h);
-    return keep < h->pages_in_use ? keep : h->pages_in_use;
-}
-
 /* Lock held: true if the dirty pages are within the allowance and the
  * oldest of them is still young, so a purge round would find nothing. */
 bool _anr_reuse_waits(const anr_heap *h)
 {
-    size_t keep = h->young_ns ? reuse_allow(h) : 0;
+    size_t keep = h->young_ns ? reuse_keep(h) : 0;
     return keep && h->pages_dirty <= allowed_dirty(h, keep) && h->fifo_head != _ANR_NIL &&
            _anr_now_ns() - _ANR_FREED_AT(&h->pages[h->fifo_head]) < h->young_ns;
 }
@@ -145,7 +135,7 @@ static unsigned select_batch(anr_heap *h, size_t target, purge_item *batch, unsi
      * 0, so age does not matter there.) Within the reuse allowance, only
      * runs freed before the window, oldest first, up to the first young
      * one; past it, largest first until `floor` pages below it. */
-    size_t keep = reuse && h->young_ns ? reuse_allow(h) : 0;
+    size_t keep = reuse && h->young_ns ? reuse_keep(h) : 0;
     size_t allowed = allowed_dirty(h, keep);
     bool by_age = keep && h->pages_dirty <= allowed;
     if (keep && !by_age && target < allowed - h->floor)

@@ -645,60 +645,6 @@ static void test_reuse_allowance(void **state)
     assert_verify(h);
 }
 
-/* The reuse allowance never keeps more free pages than there are pages in
- * use: a program that earned one and then drops its data hands the kept
- * pages back on the frees that drop it, not a window later (python3 held
- * 88 MiB of them after dropping its work). */
-static void test_reuse_allowance_follows_use(void **state)
-{
-    anr_core_options o;
-    marks_options(&o, CEIL, FLOOR);
-    o.young_ms = 1000;
-    o.decay_ms = UINT32_MAX;
-    anr_heap *h = fx_init(state, &o);
-    size_t pg = sys_page();
-    char *runs[NRUNS];
-    for (int i = 0; i < NRUNS; i++) {
-        runs[i] = anr_core_alloc(h, RUN * pg, 0, 0);
-        assert_non_null(runs[i]);
-        memset(runs[i], 0xa5, RUN * pg);
-    }
-    char *guard = anr_core_alloc(h, pg, 0, 0);
-    assert_non_null(guard);
-
-    /* Earn an allowance: free past the ceiling, fault the same in afresh,
-     * free it again: it stays. */
-    int freed = 0;
-    while (stats_of(h).pages_purged == 0) {
-        assert_true(freed < NRUNS / 2);
-        assert_int_equal(anr_core_free(h, runs[freed++]), ANR_ERR_NONE);
-    }
-    for (int k = 0; k < freed; k++) {
-        runs[k] = anr_core_alloc(h, RUN * pg, 0, 0);
-        assert_non_null(runs[k]);
-        memset(runs[k], 0x5a, RUN * pg);
-    }
-    uint64_t purged = stats_of(h).pages_purged;
-    for (int k = 0; k < freed; k++)
-        assert_int_equal(anr_core_free(h, runs[k]), ANR_ERR_NONE);
-    anr_core_stats s = stats_of(h);
-    assert_int_equal(s.pages_purged, purged);
-    assert_true(s.pages_dirty > CEIL);
-    assert_true(s.pages_dirty <= s.pages_in_use + CEIL);
-
-    /* Drop the rest: the kept pages follow the pages in use down. */
-    for (int k = freed; k < NRUNS; k++) {
-        assert_int_equal(anr_core_free(h, runs[k]), ANR_ERR_NONE);
-        s = stats_of(h);
-        if (s.pages_dirty > s.pages_in_use + CEIL)
-            fail_msg("after freeing run %d: %zu dirty pages, %zu in use, ceiling %zu", k,
-                     s.pages_dirty, s.pages_in_use, (size_t)CEIL);
-    }
-    assert_true(stats_of(h).pages_purged > purged);
-    assert_int_equal(anr_core_free(h, guard), ANR_ERR_NONE);
-    assert_verify(h);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -712,7 +658,7 @@ int main(void)
         UNIT(test_zero_after_purge_free),
         UNIT(test_background_purge),
         UNIT(test_ceiling_follows_use),
-        UNIT(test_reuse_allowance), UNIT(test_reuse_allowance_follows_use),
+        UNIT(test_reuse_allowance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
