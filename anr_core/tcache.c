@@ -86,6 +86,14 @@ static unsigned bin_floor_of(uint32_t size)
     return BIG_FLOOR_BYTES / size ? BIG_FLOOR_BYTES / size : 1;
 }
 
+/* Owner: halves the bin capacity of `cls`, not below its floor (it doubles
+ * again when a malloc finds the bin empty). */
+static void bin_shrink(const anr_heap *h, _anr_tcache *tc, unsigned cls)
+{
+    if (tc->bin_cap[cls] > bin_floor_of(h->cls[cls].size))
+        tc->bin_cap[cls] = (uint16_t)(tc->bin_cap[cls] / 2u);
+}
+
 static inline uint8_t *slab_addr(const anr_heap *h, uint32_t head)
 {
     return _anr_page_addr(h, head);
@@ -496,10 +504,7 @@ static void bin_gc_step(anr_heap *h, _anr_tcache *tc)
     }
     unsigned n = tc->bin_n[c];
     if (n) {
-        /* Its capacity halves too, as for a bin that keeps filling up (it
-         * doubles again when a malloc finds the bin empty). */
-        if (tc->bin_cap[c] > bin_floor_of(h->cls[c].size))
-            tc->bin_cap[c] = (uint16_t)(tc->bin_cap[c] / 2u);
+        bin_shrink(h, tc, c); /* as for a bin that keeps filling up */
         bin_spill(h, tc, c, n / 2u);
     } else {
         release_quiet(h, tc, c);
@@ -965,8 +970,7 @@ static void bin_full(anr_heap *h, _anr_tcache *tc, unsigned cls)
      * mallocs here (a consumer, or a program freeing everything): shrink. */
     if (++tc->bin_spills[cls] >= BIN_SHRINK_AFTER) {
         tc->bin_spills[cls] = 0;
-        if (tc->bin_cap[cls] > bin_floor_of(h->cls[cls].size))
-            tc->bin_cap[cls] = (uint16_t)(tc->bin_cap[cls] / 2u);
+        bin_shrink(h, tc, cls);
     }
     bin_spill(h, tc, cls, tc->bin_cap[cls] > 1u ? tc->bin_cap[cls] / 2u : 1u);
     bin_gc_step(h, tc);
@@ -1038,10 +1042,11 @@ void _anr_tc_forget(anr_heap *h)
 
 void anr_core_flush_thread_cache(anr_heap *h)
 {
-    if (!h->tc_on || _anr_tls.heap != h || _anr_tls.gen != h->gen || !_anr_tls.tc)
+    _anr_tcache *tc = h->tc_on ? _anr_tc_mine(h) : NULL;
+    if (!tc)
         return;
     _anr_lock(h);
-    flush_locked(h, _anr_tls.tc);
+    flush_locked(h, tc);
     _anr_unlock(h);
 }
 
@@ -1080,7 +1085,8 @@ void _anr_tc_fork_child(anr_heap *h)
 {
     if (!h->tc_on)
         return;
-    uint32_t mine = (_anr_tls.heap == h && _anr_tls.gen == h->gen && _anr_tls.tc) ? _anr_tls.tc->slot + 1 : 0;
+    const _anr_tcache *own = _anr_tc_mine(h);
+    uint32_t mine = own ? own->slot + 1 : 0;
     /* Their bins first: the objects go home while the slabs are still owned. */
     for (uint32_t i = 0; i < h->tc_unused; i++)
         if (i + 1 != mine && h->tcaches[i].active)
