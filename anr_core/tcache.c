@@ -354,7 +354,8 @@ static void own_free(anr_heap *h, _anr_tcache *tc, uint32_t pi, size_t idx, lock
     unsigned cls = e->cls;
     const _anr_class *c = &h->cls[cls];
     uint64_t *word = &e->bits[idx >> 6];
-    __atomic_store_n(word, *word & ~((uint64_t)1 << (idx & 63)), __ATOMIC_RELAXED);
+    /* Release: the caller cleared the key first (see bin_fill). */
+    __atomic_store_n(word, *word & ~((uint64_t)1 << (idx & 63)), __ATOMIC_RELEASE);
     if (e->nfree++ == 0 && e->where == _ANR_TC_FULL) {
         ring_remove(h, &tc->full[cls], pi);
         ring_push(h, &tc->avail[cls], pi, _ANR_TC_AVAIL);

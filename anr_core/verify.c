@@ -1,7 +1,7 @@
 /* anr_core_verify(): walks the whole page map and checks every invariant
  * listed in internal.h. O(heap); for tests and the debug kit, never on a hot
  * path. Returns the first broken invariant. */
-#include "internal.h"
+#include "fast.h"
 
 static bool is_free(uint8_t kind)
 {
@@ -13,26 +13,27 @@ static bool is_free(uint8_t kind)
  * remote or deferred list) and loses it before it is marked free again.
  * A fork at an instant that broke this would leave the child a free slot
  * with the key, and that object's first free would read as a double free.
- * Owners change their bitmaps meanwhile: the bit is read again after the
- * key (acquire), so a slot being binned is not taken for a free one. */
-static bool free_slot_has_key(const anr_heap *h, const _anr_page *e, const _anr_class *c)
+ * Checked only where the bitmap holds still while it is read: a shared slab
+ * (its bits change under the lock, held here) or the caller's own. Another
+ * running thread's slab is skipped: its owner may take a slot, bin it and
+ * free it again between two reads here, and no pair of reads can tell that
+ * from a broken instant when this thread stalls between them. A forked
+ * child, after anr_core_fork_child(), owns or shares every slab. */
+static bool free_slot_has_key(const anr_heap *h, const _anr_page *e, const _anr_class *c,
+                              uint32_t mine)
 {
-    if (!h->tc_on)
-        return false; /* no keys; and free memory may belong to valgrind */
+    if (!h->tc_on || (e->owner && e->owner != mine))
+        return false; /* no keys (free memory may belong to valgrind); or moving */
     const uint8_t *base = _anr_page_addr(h, (uint32_t)(e - h->pages));
-    for (unsigned i = 0; i < c->nobj; i++) {
-        uint64_t m = (uint64_t)1 << (i & 63);
-        if (__atomic_load_n(&e->bits[i >> 6], __ATOMIC_ACQUIRE) & m)
-            continue;
-        const uint64_t *w = (const uint64_t *)(base + (size_t)i * c->size);
-        if (__atomic_load_n(&w[1], __ATOMIC_ACQUIRE) == h->free_key &&
-            !(__atomic_load_n(&e->bits[i >> 6], __ATOMIC_ACQUIRE) & m))
+    for (unsigned i = 0; i < c->nobj; i++)
+        if (!(e->bits[i >> 6] & ((uint64_t)1 << (i & 63))) &&
+            _anr_key_is_set(h, base + (size_t)i * c->size))
             return true;
-    }
     return false;
 }
 
-static const char *check_slab(const anr_heap *h, uint32_t pi, size_t *objs, size_t *bytes)
+static const char *check_slab(const anr_heap *h, uint32_t pi, uint32_t mine, size_t *objs,
+                              size_t *bytes)
 {
     const _anr_page *e = &h->pages[pi];
     if (e->cls >= h->nclasses)
@@ -40,7 +41,7 @@ static const char *check_slab(const anr_heap *h, uint32_t pi, size_t *objs, size
     const _anr_class *c = &h->cls[e->cls];
     if (e->len != c->pages)
         return "slab length differs from its class";
-    if (free_slot_has_key(h, e, c))
+    if (free_slot_has_key(h, e, c, mine))
         return "a free slot carries the free key";
     if (e->owner) {
         /* A thread cache's slab: its owner changes the bitmap without the
@@ -91,6 +92,8 @@ const char *anr_core_verify(anr_heap *h)
     size_t in_use = 0, dirty = 0, purging = 0, objs = 0, bytes = 0;
     size_t free_runs = 0, dirty_runs = 0, partial = 0;
     uint8_t prev_kind = _ANR_PK_NONE;
+    const _anr_tcache *own = _anr_tc_mine(h);
+    uint32_t mine = own ? own->slot + 1 : 0;
 
     _anr_lock(h);
     _anr_drain_all(h);
@@ -140,7 +143,7 @@ const char *anr_core_verify(anr_heap *h)
             break;
         case _ANR_PK_SLAB:
             in_use += len;
-            bad = check_slab(h, pi, &objs, &bytes);
+            bad = check_slab(h, pi, mine, &objs, &bytes);
             if (!bad && e->nfree && !e->owner)
                 partial++;
             break;
