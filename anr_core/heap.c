@@ -40,6 +40,7 @@ static int lock_create(pthread_mutex_t *m)
     return rc;
 }
 
+static void drain_deferred_n(anr_heap *h, size_t max);
 static void drain_deferred(anr_heap *h);
 
 /* A short, bounded spin before sleeping: critical sections are short, and a
@@ -547,7 +548,12 @@ static void drain_deferred_n(anr_heap *h, size_t max)
     h->deferred_local = p;
 }
 
-static void drain_deferred(anr_heap *h) { drain_deferred_n(h, DRAIN_MAX); }
+/* Every lock and unlock looks: the test is inline, the walk is not. */
+static inline void drain_deferred(anr_heap *h)
+{
+    if (h->deferred_local || atomic_load_explicit(&h->deferred, memory_order_relaxed))
+        drain_deferred_n(h, DRAIN_MAX);
+}
 
 /* Lock held: every queued free, for callers that report or walk the heap. */
 void _anr_drain_all(anr_heap *h)

@@ -427,7 +427,15 @@ size_t _anr_purge(anr_heap *h, size_t target, bool may_block, bool reuse);
 /* One bounded round of the same (a batch of runs; a few inside free()): what
  * malloc and free do when they leave dirty pages over the ceiling. */
 size_t _anr_purge_round(anr_heap *h, size_t target, bool may_block);
-void _anr_drain_purged(anr_heap *h);
+void _anr_drain_purged_list(anr_heap *h);
+/* Lock held: files the runs whose purge finished unlocked. A plain load
+ * first, inline (every lock looks): the list is nearly always empty, and
+ * an exchange each time would take the line exclusive. */
+static inline void _anr_drain_purged(anr_heap *h)
+{
+    if (atomic_load_explicit(&h->purged_pending, memory_order_relaxed) != _ANR_NIL)
+        _anr_drain_purged_list(h);
+}
 /* Lock held: `n` pages are about to be faulted in afresh (reuse window). */
 void _anr_reuse_note_fresh(anr_heap *h, uint32_t n);
 /* Lock held: true while the dirty pages over the ceiling are young pages

@@ -199,12 +199,8 @@ static void file_purged(anr_heap *h, uint32_t head)
         atomic_fetch_add_explicit(&h->madvise_calls, 1, memory_order_relaxed);
 }
 
-void _anr_drain_purged(anr_heap *h)
+void _anr_drain_purged_list(anr_heap *h)
 {
-    /* A plain load first: the list is nearly always empty, and an exchange
-     * on every lock would take the line exclusive each time. */
-    if (atomic_load_explicit(&h->purged_pending, memory_order_relaxed) == _ANR_NIL)
-        return;
     uint32_t head = atomic_exchange_explicit(&h->purged_pending, _ANR_NIL, memory_order_acquire);
     while (head != _ANR_NIL) {
         uint32_t next = h->pages[head].next;
