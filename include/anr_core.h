@@ -196,7 +196,9 @@ void anr_core_get_stats(anr_heap *heap, anr_core_stats *out);
 
 /* Full consistency check of the page map, bins and slabs (O(heap); for
  * tests and debugging). Returns NULL if sound, else a static string naming
- * the first broken invariant. */
+ * the first broken invariant. Safe beside running threads: the slabs that
+ * other threads' caches own are checked only as far as their owners cannot
+ * change them meanwhile. */
 const char *anr_core_verify(anr_heap *heap);
 
 /* Gives this thread's cached objects back to the heap (no-op without a
