@@ -491,7 +491,8 @@ int main(void)
         UNIT(test_double_free_small), UNIT(test_double_free_large),
         UNIT(test_interior_pointers), UNIT(test_check_does_not_report),
         UNIT(test_no_hook),           UNIT(test_live_objects_survive),
-        UNIT(test_bad_frees_while_lock_busy), UNIT(test_queued_free_done_at_unlock), UNIT(test_every_offset_of_every_class),
+        UNIT(test_bad_frees_while_lock_busy), UNIT(test_queued_free_done_at_unlock),
+        UNIT(test_every_offset_of_every_class),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
