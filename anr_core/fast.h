@@ -7,9 +7,10 @@
  * which handles and reports it.
  *
  * Budget (x86-64, gcc -O2, counted to the return in the disassembly of
- * gmalloc's malloc and free): malloc 46 instructions (one heap test, TLS
- * generation and cache, class lookup, flush epoch, bin pop with a link
- * check, the count, the quiet-class mark, the free key cleared); free 80,
+ * gmalloc's malloc and free): malloc 48 instructions (one heap test, TLS
+ * generation and cache, class lookup, flush epoch, the quiet tick, bin pop
+ * with a link check, the count, the quiet-class mark, the free key
+ * cleared); free 80,
  * a sixth of them branches to the full path (the heap, TLS, the page's
  * slab offset byte, the slab head's entry, slot check by one multiply,
  * bitmap bit and free key, bin bound, push). The build does not assume
@@ -149,7 +150,8 @@ static inline void *_anr_fast_run_alloc(const anr_heap *h, size_t size)
     if (__builtin_expect(!tc, 0))
         return NULL;
     void *p = tc->run_bin[n];
-    if (!p || tc->epoch != atomic_load_explicit(&((anr_heap *)h)->flush_epoch, memory_order_relaxed))
+    if (!p || tc->epoch != atomic_load_explicit(&((anr_heap *)h)->flush_epoch, memory_order_relaxed) ||
+        --tc->quiet_tick < 0)
         return NULL;
     void *next;
     if (__builtin_expect(!_anr_run_link_next(h, p, &next), 0))
@@ -219,7 +221,8 @@ static inline void *_anr_fast_alloc(const anr_heap *h, size_t size)
         return NULL;
     void *p = tc->bin[cls];
     if (__builtin_expect(!p || tc->epoch != atomic_load_explicit(&((anr_heap *)h)->flush_epoch,
-                                                                  memory_order_relaxed),
+                                                                  memory_order_relaxed) ||
+                             --tc->quiet_tick < 0,
                          0))
         return NULL;
     void *next;

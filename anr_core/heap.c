@@ -389,6 +389,11 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
             return p;
         }
     }
+    if (h->tc_on) {
+        _anr_tcache *tc = _anr_tc_mine(h);
+        if (tc && tc->quiet_tick < 0)
+            _anr_tc_quiet_look(h, tc);
+    }
     if (align < ALIGN)
         align = ALIGN;
     if (align & (align - 1))

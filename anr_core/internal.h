@@ -157,6 +157,10 @@ typedef struct _anr_tcache {
     uint32_t next_free;     /* free-slot list, under the heap lock */
     bool active;
     uint32_t epoch;         /* the heap's flush_epoch last seen */
+    /* Fast mallocs left before the owner looks whether the heap went
+     * quiet (tcache.c, _anr_tc_quiet_look); below 0, every fast malloc
+     * steps aside to the slow path, which looks and resets it. */
+    int32_t quiet_tick;
     _Atomic size_t cached_objs, cached_bytes; /* free slots in its slabs; only the owner writes */
     /* Owned slabs per class: the one allocated from, those with free slots,
      * and full ones (lists linked through the page map's prev/next). */
@@ -456,6 +460,9 @@ void _anr_tc_push_locked(anr_heap *h, uint32_t head, void *p);
 void _anr_tc_flush_all(anr_heap *h);
 void _anr_tc_cached(const anr_heap *h, size_t *objs, size_t *bytes);
 void _anr_tc_fork_child(anr_heap *h);
+/* Owner, lock not held: this thread's fast mallocs ran out their quiet
+ * tick (tcache.c). */
+void _anr_tc_quiet_look(anr_heap *h, _anr_tcache *tc);
 void _anr_tc_forget(anr_heap *h);
 /* This thread's cache of `h`, made on first use; NULL if it cannot have one. */
 _anr_tcache *_anr_tc_get(anr_heap *h);

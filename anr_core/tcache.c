@@ -659,6 +659,27 @@ static bool key_ready(anr_heap *h)
     return true;
 }
 
+/* Fast mallocs between two looks at whether the heap went quiet: one lock
+ * round trip per this many (~0.1% of a fast malloc's time at full speed),
+ * so that a program whose calls all hit its bins still sees its dirty
+ * pages go back a decay time after it left them (at 10,000 mallocs a
+ * second, within 0.1 s of the deadline). */
+#define QUIET_EVERY 1024
+
+/* Owner, lock not held: a program whose mallocs all hit this thread's bins
+ * never takes the lock, and only a call that does looks at the clock: the
+ * dirty pages it freed, and what the caches hold, would stay however long
+ * it left them (DECAY_MS, heap.c _anr_unlock). Every QUIET_EVERY fast
+ * mallocs, one lock round trip makes that look (the clock is read only
+ * while dirty pages wait). Never waits: if the lock is busy, its holder's
+ * unlock looks. A background purger looks on its own. */
+void _anr_tc_quiet_look(anr_heap *h, _anr_tcache *tc)
+{
+    tc->quiet_tick = QUIET_EVERY;
+    if (!h->bg_purge && _anr_trylock(h))
+        _anr_unlock_and_purge(h, true);
+}
+
 /* Lock held. A free slot, or NULL when all are in use. */
 static _anr_tcache *slot_take(anr_heap *h)
 {
@@ -687,6 +708,7 @@ static _anr_tcache *slot_take(anr_heap *h)
         tc->gc_used[c] = 0;
     }
     tc->gc_next = tc->gc_tick = 0;
+    tc->quiet_tick = QUIET_EVERY;
     tc->last_slow_ns = 0;
     _anr_run_bins_reset(h, tc);
     return tc;

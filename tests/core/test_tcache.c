@@ -517,6 +517,55 @@ static void test_decay_asks_caches_back(void **state)
     assert_sound(h);
 }
 
+/* A program whose mallocs all hit its bin never takes the lock, and only a
+ * call that does looks at the clock. Its fast mallocs step aside to the
+ * slow path every so often (a thousand or so) to make that look: the dirty
+ * pages it left alone go back a decay time later, with no background
+ * purger and no call of its own that takes the lock. (The statistics call
+ * takes the lock but hands nothing back.) */
+static void bin_served_mallocs_see_the_decay(void **state, size_t size)
+{
+    anr_core_options o;
+    test_options(&o);
+    o.thread_cache = true;
+    o.decay_ms = 200; /* the frees take far less, even under valgrind */
+    anr_heap *h = fx_init(state, &o);
+    enum { NBIG = 4 };
+    void *big[NBIG];
+    for (int i = 0; i < NBIG; i++) { /* past the run bins: freed to the heap, dirty */
+        big[i] = anr_core_alloc(h, 256 * KiB, 0, 0);
+        assert_non_null(big[i]);
+        memset(big[i], 0x5a, 256 * KiB);
+    }
+    for (int i = 0; i < NBIG; i++)
+        assert_int_equal(anr_core_free(h, big[i]), ANR_ERR_NONE);
+    anr_core_free(h, anr_core_alloc(h, size, 0, 0)); /* a bin now serves `size` */
+    size_t dirty = stats_of(h).pages_dirty; /* less the pages that block took */
+    if (dirty < NBIG * 256 * KiB / (size_t)sysconf(_SC_PAGESIZE) / 2)
+        fail_msg("only %zu dirty pages after freeing %d runs of 256 KiB", dirty, NBIG);
+    struct timespec nap = {0, 250 * 1000 * 1000};
+    nanosleep(&nap, NULL);
+    for (int i = 0; i < 64 * 1024; i++)
+        anr_core_free(h, anr_core_alloc(h, size, 0, 0));
+    size_t left = stats_of(h).pages_dirty;
+    if (left)
+        fail_msg("%zu of %zu dirty pages still kept after 65536 bin-served mallocs of %zu "
+                 "bytes past the decay time",
+                 left, dirty, size);
+    assert_sound(h);
+}
+
+static void test_bin_served_mallocs_see_the_decay(void **state)
+{
+    bin_served_mallocs_see_the_decay(state, 32);
+}
+
+/* The same for page runs served by a run bin. */
+static void test_run_bin_served_mallocs_see_the_decay(void **state)
+{
+    bin_served_mallocs_see_the_decay(state, 32 * KiB);
+}
+
 /* --- fork while caches are populated --- */
 
 typedef struct busy_arg {
@@ -942,6 +991,7 @@ int main(void)
         UNIT(test_quiet_bin_goes_home_while_freeing),
         UNIT(test_quiet_bin_goes_home_while_allocating),
         UNIT(test_busy_class_keeps_its_bin), UNIT(test_no_fork_leaves_a_keyed_free_slot),
+        UNIT(test_bin_served_mallocs_see_the_decay), UNIT(test_run_bin_served_mallocs_see_the_decay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
