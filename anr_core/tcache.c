@@ -58,9 +58,14 @@ static _Atomic uint64_t heap_generation;
 
 /* Largest bin capacity: about BIN_BYTES per class, between BIN_MIN and
  * BIN_MAX objects. A bin starts at BIN_START (or less) and adapts between
- * BIN_FLOOR and that. Classes past BIG_CLASS (a few objects per slab: each
- * binned one pins its slab) get about BIG_BIN_BYTES (at least 2) and a
- * floor of about BIG_FLOOR_BYTES (at least 1). */
+ * BIN_FLOOR and that. Classes from BIG_CLASS up (a slab of one object or a
+ * few: each binned one pins its slab, and an object that goes home empties
+ * a slab, which goes back under the lock) start at about BIG_START_BYTES
+ * and may grow to about BIG_BIN_BYTES (at least 2), within tc_max_bytes for
+ * all their bins together (bin_grown); their floor is about BIG_FLOOR_BYTES
+ * (at least 1). A program that mallocs and frees 64 blocks of 4 KiB in turn
+ * then keeps them all in its bin, where a 64 KiB bin sent 48 of them home
+ * and took 48 slabs back under the lock each round (10 times slower). */
 #define BIN_BYTES 32768u
 #define BIN_MIN 16u
 #define BIN_MAX 64u
@@ -68,13 +73,14 @@ static _Atomic uint64_t heap_generation;
 #define BIN_FLOOR 4u
 #define BIN_SHRINK_AFTER 4u
 #define BIG_CLASS 4096u
-#define BIG_BIN_BYTES 65536u
+#define BIG_BIN_BYTES 262144u
+#define BIG_START_BYTES 65536u
 #define BIG_FLOOR_BYTES 16384u
 
 static uint16_t bin_max_of(uint32_t size)
 {
-    uint32_t cap = (size > BIG_CLASS ? BIG_BIN_BYTES : BIN_BYTES) / size;
-    if (size > BIG_CLASS)
+    uint32_t cap = (size >= BIG_CLASS ? BIG_BIN_BYTES : BIN_BYTES) / size;
+    if (size >= BIG_CLASS)
         return (uint16_t)(cap < 2 ? 2 : cap);
     return (uint16_t)(cap < BIN_MIN ? BIN_MIN : cap > BIN_MAX ? BIN_MAX : cap);
 }
@@ -84,6 +90,36 @@ static unsigned bin_floor_of(uint32_t size)
     if (size <= BIG_CLASS)
         return BIN_FLOOR;
     return BIG_FLOOR_BYTES / size ? BIG_FLOOR_BYTES / size : 1;
+}
+
+static uint16_t bin_start_of(const anr_heap *h, unsigned cls)
+{
+    uint32_t size = h->cls[cls].size;
+    unsigned start = size >= BIG_CLASS ? BIG_START_BYTES / size : BIN_START;
+    if (start < 1)
+        start = 1;
+    return (uint16_t)(start < h->bin_max[cls] ? start : h->bin_max[cls]);
+}
+
+/* Owner: the capacity of the bin of `cls` doubled, up to its largest and,
+ * from BIG_CLASS up, to what keeps the capacities of those classes' bins
+ * within tc_max_bytes together (about 1 MiB by default, where 256 KiB
+ * each would allow 2.8 MiB). */
+static uint16_t bin_grown(const anr_heap *h, const _anr_tcache *tc, unsigned cls)
+{
+    unsigned cap = tc->bin_cap[cls] * 2u;
+    if (cap > h->bin_max[cls])
+        cap = h->bin_max[cls];
+    uint32_t size = h->cls[cls].size;
+    if (size < BIG_CLASS || cap <= tc->bin_cap[cls])
+        return (uint16_t)cap;
+    size_t sum = 0; /* classes ascend: the big ones are last */
+    for (unsigned c = h->tc_classes; c-- > 0 && h->cls[c].size >= BIG_CLASS;)
+        sum += (size_t)tc->bin_cap[c] * h->cls[c].size;
+    size_t more = sum < h->tc_max_bytes ? (h->tc_max_bytes - sum) / size : 0;
+    if (cap - tc->bin_cap[cls] > more)
+        cap = tc->bin_cap[cls] + (unsigned)more;
+    return (uint16_t)cap;
 }
 
 /* Owner: halves the bin capacity of `cls`, not below its floor (it doubles
@@ -703,7 +739,7 @@ static _anr_tcache *slot_take(anr_heap *h)
         tc->cur[c] = tc->avail[c] = tc->full[c] = tc->spare[c] = _ANR_NIL;
         tc->bin[c] = NULL;
         tc->bin_n[c] = 0;
-        tc->bin_cap[c] = (uint16_t)(h->bin_max[c] < BIN_START ? h->bin_max[c] : BIN_START);
+        tc->bin_cap[c] = bin_start_of(h, c);
         tc->bin_spills[c] = 0;
         tc->gc_used[c] = 0;
     }
@@ -963,8 +999,7 @@ static void *alloc_slow(anr_heap *h, _anr_tcache *tc, unsigned cls)
     void *p = take_slot(h, tc, tc->cur[cls], cls);
     if (!tc->bin[cls]) {
         /* Ran dry: this class is being allocated; let its bin grow. */
-        unsigned cap = tc->bin_cap[cls] * 2u;
-        tc->bin_cap[cls] = (uint16_t)(cap < h->bin_max[cls] ? cap : h->bin_max[cls]);
+        tc->bin_cap[cls] = bin_grown(h, tc, cls);
         tc->bin_spills[cls] = 0;
         bin_fill(h, tc, cls, tc->bin_cap[cls] / 2u);
     }

@@ -399,6 +399,90 @@ static void test_batches_stay_within_limit(void **state)
     assert_sound(l);
 }
 
+/* --- bins of the classes from 4 KiB up --- */
+
+/* `rounds` rounds of: count[k] blocks of sizes[k] for each k < n
+ * allocated (all live at once), written, then all freed. Returns the stats
+ * after the last free. */
+static anr_core_stats batch_rounds(anr_heap *h, const size_t *sizes, const unsigned *count,
+                                   unsigned n, unsigned rounds)
+{
+    enum { MAX = 512 };
+    static void *p[MAX];
+    static size_t size[MAX];
+    unsigned total = 0;
+    for (unsigned k = 0; k < n; k++)
+        for (unsigned i = 0; i < count[k]; i++, total++) {
+            assert_true(total < MAX);
+            size[total] = sizes[k];
+        }
+    for (unsigned r = 0; r < rounds; r++) {
+        for (unsigned i = 0; i < total; i++) {
+            assert_non_null(p[i] = anr_core_alloc(h, size[i], 0, 0));
+            fill(p[i], size[i], i + r);
+        }
+        for (unsigned i = 0; i < total; i++) {
+            check(p[i], size[i], i + r);
+            assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
+        }
+    }
+    return stats_of(h);
+}
+
+/* A thread that mallocs 64 blocks of 4 KiB and frees them, round after
+ * round, keeps them all in its bin: their slabs (one page each) stay with
+ * its cache instead of going back to the heap under the lock at each free
+ * and coming back at each malloc. A flush gives them all back. */
+static void test_big_class_bin_holds_a_batch(void **state)
+{
+    size_t page = sys_page();
+    if (page != 4096)
+        skip(); /* the one-object slabs of a 4 KiB class are pages of 4 KiB */
+    anr_heap *h = tc_heap(state, 0, 0);
+    const size_t size[] = {4096};
+    const unsigned count[] = {64};
+    anr_core_stats s = batch_rounds(h, size, count, 1, 6);
+    if (s.pages_in_use < 64)
+        fail_msg("64 blocks of 4 KiB freed: %zu pages kept by the cache, not 64", s.pages_in_use);
+    assert_int_equal(s.objects_in_use, 0);
+    anr_core_flush_thread_cache(h);
+    s = stats_of(h);
+    assert_int_equal(s.pages_in_use, 0);
+    assert_int_equal(s.bytes_cached, 0);
+    assert_sound(h);
+}
+
+/* The bins of those classes grow only within THREAD_CACHE_BYTES together:
+ * with 256 KiB of blocks of each of six such sizes live and freed, round
+ * after round (as many as one bin may hold alone: 1.5 MiB in all), what the
+ * thread keeps stays within the 1 MiB bound plus a current slab per class
+ * (at most 4 pages each). */
+static void test_big_bins_stay_within_cache_bytes(void **state)
+{
+    size_t page = sys_page();
+    if (page != 4096)
+        skip();
+    anr_core_options o;
+    test_options(&o);
+    o.thread_cache = true;
+    o.tcache_max_bytes = 1 * MiB;
+    anr_heap *h = fx_init(state, &o);
+    const size_t sizes[] = {4096, 5120, 6144, 8192, 12288, 16384};
+    unsigned count[6];
+    for (unsigned k = 0; k < 6; k++)
+        count[k] = (unsigned)(256 * KiB / sizes[k]);
+    anr_core_stats s = batch_rounds(h, sizes, count, 6, 6);
+    size_t kept = s.pages_in_use * page;
+    if (kept > 1 * MiB + 6 * 4 * page)
+        fail_msg("bins of 6 classes of 4-16 KiB kept %zu KiB after all was freed (bound %zu)",
+                 kept / KiB, (1 * MiB + 6 * 4 * page) / KiB);
+    if (kept < 512 * KiB) /* the bound is not so low that nothing is kept */
+        fail_msg("only %zu KiB kept by the bins", kept / KiB);
+    anr_core_flush_thread_cache(h);
+    assert_int_equal(stats_of(h).pages_in_use, 0);
+    assert_sound(h);
+}
+
 /* --- a quiet thread's cache goes back --- */
 
 /* Allocates 3000 objects of mixed cached sizes and frees them all: the
@@ -984,7 +1068,8 @@ int main(void)
         UNIT(test_double_free_caught),        UNIT(test_limit_gets_cached_memory),
         UNIT(test_idle_cache_goes_back),      UNIT(test_busy_cache_keeps_its_pages),
         UNIT(test_decay_asks_caches_back),    UNIT(test_one_object_slabs_come_in_batches),
-        UNIT(test_batches_stay_within_limit),
+        UNIT(test_batches_stay_within_limit), UNIT(test_big_class_bin_holds_a_batch),
+        UNIT(test_big_bins_stay_within_cache_bytes),
         UNIT(test_fork_with_caches),          UNIT(test_more_threads_than_slots),
         UNIT(test_binned_object_is_free),     UNIT(test_bin_link_overwritten),
         UNIT(test_quiet_bin_goes_home),       UNIT(test_quiet_bin_shrinks),
