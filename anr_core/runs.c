@@ -287,6 +287,42 @@ static bool limit_allows(const anr_heap *h, size_t more)
     return !h->limit_pages || _anr_limit_use(h) + more <= h->limit_pages;
 }
 
+/* A free run of b that holds n pages from an address aligned to
+ * align_pages, among the first ALIGNED_TRIES runs from the bin of n up; or
+ * _ANR_NIL. Asking bins_take for n + align_pages - 1 pages finds a fit
+ * wherever the run lies, but misses the runs that fit because of where
+ * they lie: an aligned object freed and asked for again (n pages, aligned,
+ * between its alignment gaps) never fit, and each round took fresh pages
+ * past the top. Bounded: each step looks at one run. */
+#define ALIGNED_TRIES 8u
+static uint32_t bins_take_aligned(anr_heap *h, _anr_bins *b, uint32_t n, uint32_t align_pages)
+{
+    unsigned fl, sl;
+    bin_of(n, &fl, &sl);
+    if (fl >= _ANR_FL_COUNT)
+        return _ANR_NIL;
+    uint32_t c = b->head[fl][sl];
+    for (unsigned tries = 0; tries < ALIGNED_TRIES; tries++) {
+        if (c == _ANR_NIL) { /* the next non-empty bin */
+            uint32_t sl_map = sl + 1u < _ANR_SL_COUNT ? b->sl_map[fl] & (~0u << (sl + 1u)) : 0;
+            if (!sl_map) {
+                uint32_t fl_map = fl + 1u < 32u ? b->fl_map & (~0u << (fl + 1u)) : 0;
+                if (!fl_map)
+                    return _ANR_NIL;
+                fl = (unsigned)__builtin_ctz(fl_map);
+                sl_map = b->sl_map[fl];
+            }
+            sl = (unsigned)__builtin_ctz(sl_map);
+            c = b->head[fl][sl];
+        }
+        uint32_t len = h->pages[c].len;
+        if (len >= n && (uint64_t)align_up_page(h, c, align_pages) + n <= (uint64_t)c + len)
+            return c;
+        c = h->pages[c].next;
+    }
+    return _ANR_NIL;
+}
+
 _anr_run_result _anr_run_alloc(anr_heap *h, uint32_t n, uint32_t align_pages, uint32_t *out,
                                bool *zero)
 {
@@ -303,7 +339,10 @@ _anr_run_result _anr_run_alloc(anr_heap *h, uint32_t n, uint32_t align_pages, ui
          * lowered limit: then the caller must purge first. */
         if (!limit_allows(h, kind == _ANR_PK_FREE_CLEAN ? n : 0))
             return _ANR_RUN_LIMIT;
-        uint32_t head = bins_take(h, bins_for(h, kind), (uint32_t)need);
+        uint32_t head = align_pages > 1 ? bins_take_aligned(h, bins_for(h, kind), n, align_pages)
+                                        : _ANR_NIL;
+        if (head == _ANR_NIL)
+            head = bins_take(h, bins_for(h, kind), (uint32_t)need);
         if (head == _ANR_NIL)
             continue;
         uint32_t len = h->pages[head].len;
