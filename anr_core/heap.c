@@ -410,9 +410,11 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
                 memset(p, 0, size);
             return p;
         }
-    } else if (h->run_max && align == ALIGN && !(flags & ANR_ALLOC_NO_HOOKS) &&
+    } else if (h->run_max && !(flags & ANR_ALLOC_NO_HOOKS) &&
                size <= ((size_t)h->run_max << h->page_shift)) {
-        void *p = _anr_run_bin_alloc(h, size);
+        /* Runs start on pages: up to the page size, any run is aligned. */
+        void *p = align <= h->page_size ? _anr_run_bin_alloc(h, size)
+                                        : _anr_run_bin_alloc_aligned(h, size, align);
         if (p) {
             if (flags & ANR_ALLOC_ZERO)
                 memset(p, 0, size);

@@ -479,6 +479,8 @@ void _anr_run_bins_init(anr_heap *h, size_t run_bytes);
 void _anr_run_bins_reset(const anr_heap *h, _anr_tcache *tc);
 /* A run of `size` bytes from this thread's bins, or NULL. */
 void *_anr_run_bin_alloc(anr_heap *h, size_t size);
+/* The same, aligned to `align` (past the page size), or NULL. */
+void *_anr_run_bin_alloc_aligned(anr_heap *h, size_t size, size_t align);
 /* Frees `p` into this thread's bins if it is a run they keep: true if done
  * (*err says how it went). */
 bool _anr_run_bin_free(anr_heap *h, void *p, anr_error *err);

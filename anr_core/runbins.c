@@ -127,6 +127,27 @@ void *_anr_run_bin_alloc(anr_heap *h, size_t size)
     return NULL;
 }
 
+/* The same for a run aligned to `align` (a power of two past the page):
+ * the newest run of the length, if it is aligned. A program that frees and
+ * allocates aligned buffers in turn gets its own back, without the lock;
+ * anything else takes the locked path (no growth, no longer run: those
+ * would rarely be aligned). */
+void *_anr_run_bin_alloc_aligned(anr_heap *h, size_t size, size_t align)
+{
+    uint32_t n = (uint32_t)((size + h->page_size - 1) >> h->page_shift);
+    if (size < h->run_min_size || n < h->run_min || n > h->run_max)
+        return NULL;
+    _anr_tcache *tc = _anr_tc_get(h);
+    if (!tc)
+        return NULL;
+    _anr_tc_sync(h, tc);
+    void *p = tc->run_bin[n];
+    if (!p || ((uintptr_t)p & (align - 1)))
+        return NULL;
+    tc->run_hit[n] = 1;
+    return run_pop(h, tc, n);
+}
+
 /* Owner, lock not held: frees every run of bin n after its newest `keep`,
  * under the lock if it is free, else through the deferred list (free()
  * never waits). */

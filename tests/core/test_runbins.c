@@ -82,6 +82,59 @@ static void test_freed_run_is_reused(void **state)
     assert_verify(h);
 }
 
+/* An aligned request of a length the bins keep takes the binned run if it
+ * is aligned (any run is, up to the page size): an aligned buffer freed
+ * and asked for again comes back from the bin, not from the locked path
+ * (which left the binned one there and carved another). */
+static void test_aligned_run_from_bin(void **state)
+{
+    anr_heap *h = run_heap(state, 0, 0);
+    size_t page = sys_page(), size = run_size(1);
+    void *keep = anr_core_alloc(h, size, 0, 0);
+    size_t aligns[] = {page, 2 * page, 4 * page};
+    for (size_t k = 0; k < sizeof aligns / sizeof aligns[0]; k++) {
+        void *p = anr_core_alloc(h, size, aligns[k], 0);
+        assert_non_null(p);
+        assert_true(((uintptr_t)p & (aligns[k] - 1)) == 0);
+        memset(p, 0x5a, size);
+        assert_int_equal(anr_core_free(h, p), ANR_ERR_NONE);
+        assert_int_equal(stats_of(h).bytes_cached, size);
+        unsigned char *q = anr_core_alloc(h, size, aligns[k], ANR_ALLOC_ZERO);
+        if (q != p)
+            fail_msg("align %zu: the binned run %p, aligned, was not reused (got %p)", aligns[k], p,
+                     (void *)q);
+        assert_int_equal(stats_of(h).bytes_cached, 0);
+        check_zero(q, size);
+        assert_int_equal(anr_core_free(h, q), ANR_ERR_NONE);
+        anr_core_flush_thread_cache(h);
+    }
+    /* A binned run that is not aligned enough stays in the bin. */
+    void *v[16], *a = NULL;
+    unsigned nv = 0;
+    while (!a && nv < 16) {
+        void *p = anr_core_alloc(h, size, 0, 0);
+        assert_non_null(p);
+        if ((uintptr_t)p & (8 * page - 1))
+            a = p;
+        else
+            v[nv++] = p;
+    }
+    assert_non_null(a);
+    anr_core_free(h, a);
+    void *b = anr_core_alloc(h, size, 8 * page, 0);
+    assert_ptr_not_equal(b, a);
+    assert_true(((uintptr_t)b & (8 * page - 1)) == 0);
+    assert_int_equal(stats_of(h).bytes_cached, size);
+    anr_core_free(h, b);
+    for (unsigned i = 0; i < nv; i++)
+        anr_core_free(h, v[i]);
+    anr_core_free(h, keep);
+    anr_core_flush_thread_cache(h);
+    assert_int_equal(stats_of(h).objects_in_use, 0);
+    assert_int_equal(errors_seen, 0);
+    assert_verify(h);
+}
+
 typedef struct df_arg {
     anr_heap *h;
     void *p;
@@ -655,6 +708,7 @@ int main(void)
         UNIT(test_flush_request_reaches_bins), UNIT(test_small_request_gets_its_class),
         UNIT(test_limit_gets_binned_runs),   UNIT(test_fork_with_binned_runs),
         UNIT(test_run_link_overwritten),     UNIT(test_walk_skips_binned),
+        UNIT(test_aligned_run_from_bin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
