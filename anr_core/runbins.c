@@ -96,15 +96,25 @@ static void *run_pop(anr_heap *h, _anr_tcache *tc, uint32_t n)
     return p;
 }
 
-void *_anr_run_bin_alloc(anr_heap *h, size_t size)
+/* This thread's cache, synced, if `size` is of a length the bins keep
+ * (*n: its pages); NULL otherwise. */
+static _anr_tcache *bins_for_size(anr_heap *h, size_t size, uint32_t *n)
 {
-    uint32_t n = (uint32_t)((size + h->page_size - 1) >> h->page_shift);
-    if (size < h->run_min_size || n < h->run_min || n > h->run_max)
+    *n = (uint32_t)((size + h->page_size - 1) >> h->page_shift);
+    if (size < h->run_min_size || *n < h->run_min || *n > h->run_max)
         return NULL;
     _anr_tcache *tc = _anr_tc_get(h);
+    if (tc)
+        _anr_tc_sync(h, tc);
+    return tc;
+}
+
+void *_anr_run_bin_alloc(anr_heap *h, size_t size)
+{
+    uint32_t n;
+    _anr_tcache *tc = bins_for_size(h, size, &n);
     if (!tc)
         return NULL;
-    _anr_tc_sync(h, tc);
     if (tc->run_bin[n]) {
         tc->run_hit[n] = 1;
         return run_pop(h, tc, n);
@@ -134,13 +144,10 @@ void *_anr_run_bin_alloc(anr_heap *h, size_t size)
  * would rarely be aligned). */
 void *_anr_run_bin_alloc_aligned(anr_heap *h, size_t size, size_t align)
 {
-    uint32_t n = (uint32_t)((size + h->page_size - 1) >> h->page_shift);
-    if (size < h->run_min_size || n < h->run_min || n > h->run_max)
-        return NULL;
-    _anr_tcache *tc = _anr_tc_get(h);
+    uint32_t n;
+    _anr_tcache *tc = bins_for_size(h, size, &n);
     if (!tc)
         return NULL;
-    _anr_tc_sync(h, tc);
     void *p = tc->run_bin[n];
     if (!p || ((uintptr_t)p & (align - 1)))
         return NULL;
