@@ -254,6 +254,7 @@ struct anr_heap {
      * before the object is queued twice; also scrambles bin links. */
     uint64_t free_key;
     uint16_t bin_max[ANR_MAX_CLASSES]; /* largest bin capacity per class */
+    uint16_t bin_start[ANR_MAX_CLASSES]; /* a new cache's bin capacity per class */
     uint32_t run_min, run_max; /* run lengths the run bins keep; 0 = none */
     /* Smallest request the run bins serve: past the largest class (a run
      * of run_min pages may be shorter than a class when the largest class

@@ -92,10 +92,13 @@ static unsigned bin_floor_of(uint32_t size)
     return BIG_FLOOR_BYTES / size ? BIG_FLOOR_BYTES / size : 1;
 }
 
-static uint16_t bin_start_of(const anr_heap *h, unsigned cls)
+/* A new cache's bin capacity for `cls`: from BIG_CLASS up, `share` bytes
+ * (BIG_START_BYTES, or less so that those bins start within tc_max_bytes
+ * together), at least one object. */
+static uint16_t bin_start_of(const anr_heap *h, unsigned cls, size_t share)
 {
     uint32_t size = h->cls[cls].size;
-    unsigned start = size >= BIG_CLASS ? BIG_START_BYTES / size : BIN_START;
+    size_t start = size >= BIG_CLASS ? share / size : BIN_START;
     if (start < 1)
         start = 1;
     return (uint16_t)(start < h->bin_max[cls] ? start : h->bin_max[cls]);
@@ -191,9 +194,17 @@ void _anr_tc_init(anr_heap *h, const anr_core_options *o, _anr_tcache *table, ui
     while (n < h->nclasses && h->cls[n].size <= max_size)
         n++;
     h->tc_classes = n;
-    for (unsigned c = 0; c < n; c++)
-        h->bin_max[c] = bin_max_of(h->cls[c].size);
     h->tc_max_bytes = o->tcache_max_bytes ? o->tcache_max_bytes : (size_t)1 << 20;
+    unsigned big = 0;
+    for (unsigned c = 0; c < n; c++) {
+        h->bin_max[c] = bin_max_of(h->cls[c].size);
+        big += h->cls[c].size >= BIG_CLASS;
+    }
+    size_t share = big ? h->tc_max_bytes / big : 0;
+    if (share > BIG_START_BYTES)
+        share = BIG_START_BYTES;
+    for (unsigned c = 0; c < n; c++)
+        h->bin_start[c] = bin_start_of(h, c, share);
     h->tc_on = o->thread_cache && slots > 0 && n > 0;
     h->tc_fast_max = h->tc_on ? h->cls[n - 1].size : 0;
     _anr_run_bins_init(h, o->tcache_run_bytes);
@@ -713,12 +724,15 @@ static bool key_ready(anr_heap *h)
  * it left them (DECAY_MS, heap.c _anr_unlock). Every QUIET_EVERY fast
  * mallocs, one lock round trip makes that look (the clock is read only
  * while dirty pages wait). Never waits: if the lock is busy, its holder's
- * unlock looks. A background purger looks on its own. */
+ * unlock looks, and the purge round it may start takes the lock only if
+ * it is free (may_block false: nor does it call a hook that waits, as
+ * gmalloc's membroker quota does). A background purger looks on its own;
+ * with DECAY_MS never there is nothing to look for. */
 void _anr_tc_quiet_look(anr_heap *h, _anr_tcache *tc)
 {
     tc->quiet_tick = QUIET_EVERY;
-    if (!h->bg_purge && _anr_trylock(h))
-        _anr_unlock_and_purge(h, true);
+    if (!h->bg_purge && h->decay_ns && _anr_trylock(h))
+        _anr_unlock_and_purge(h, false);
 }
 
 /* Lock held. A free slot, or NULL when all are in use. */
@@ -744,7 +758,7 @@ static _anr_tcache *slot_take(anr_heap *h)
         tc->cur[c] = tc->avail[c] = tc->full[c] = tc->spare[c] = _ANR_NIL;
         tc->bin[c] = NULL;
         tc->bin_n[c] = 0;
-        tc->bin_cap[c] = bin_start_of(h, c);
+        tc->bin_cap[c] = c < h->tc_classes ? h->bin_start[c] : 0;
         tc->bin_spills[c] = 0;
         tc->gc_used[c] = 0;
     }

@@ -456,7 +456,7 @@ static void test_big_class_bin_holds_a_batch(void **state)
  * with 256 KiB of blocks of each of six such sizes live and freed, round
  * after round (as many as one bin may hold alone: 1.5 MiB in all), what the
  * thread keeps stays within the 1 MiB bound plus a current slab per class
- * (at most 4 pages each). */
+ * (a few pages each). */
 static void test_big_bins_stay_within_cache_bytes(void **state)
 {
     size_t page = sys_page();
@@ -478,6 +478,32 @@ static void test_big_bins_stay_within_cache_bytes(void **state)
                  kept / KiB, (1 * MiB + 6 * 4 * page) / KiB);
     if (kept < 512 * KiB) /* the bound is not so low that nothing is kept */
         fail_msg("only %zu KiB kept by the bins", kept / KiB);
+    anr_core_flush_thread_cache(h);
+    assert_int_equal(stats_of(h).pages_in_use, 0);
+    assert_sound(h);
+}
+
+/* With THREAD_CACHE_BYTES well below what those bins start with (64 KiB
+ * each), they start within it together too (at least one object each):
+ * 16 blocks of each of six such sizes, freed, leave at most the bound, one
+ * object per class and a current slab per class in the cache. */
+static void test_big_bins_start_within_cache_bytes(void **state)
+{
+    size_t page = sys_page();
+    if (page != 4096)
+        skip();
+    anr_core_options o;
+    test_options(&o);
+    o.thread_cache = true;
+    o.tcache_max_bytes = 64 * KiB;
+    anr_heap *h = fx_init(state, &o);
+    const size_t sizes[] = {4096, 5120, 6144, 8192, 12288, 16384};
+    const unsigned count[] = {16, 16, 16, 16, 16, 16};
+    anr_core_stats s = batch_rounds(h, sizes, count, 6, 3);
+    size_t bound = 64 * KiB + (4 + 5 + 6 + 8 + 12 + 16) * KiB + 6 * 5 * page;
+    if (s.pages_in_use * page > bound)
+        fail_msg("THREAD_CACHE_BYTES 64K: bins of 6 classes of 4-16 KiB kept %zu KiB (bound %zu)",
+                 s.pages_in_use * page / KiB, bound / KiB);
     anr_core_flush_thread_cache(h);
     assert_int_equal(stats_of(h).pages_in_use, 0);
     assert_sound(h);
@@ -1069,7 +1095,7 @@ int main(void)
         UNIT(test_idle_cache_goes_back),      UNIT(test_busy_cache_keeps_its_pages),
         UNIT(test_decay_asks_caches_back),    UNIT(test_one_object_slabs_come_in_batches),
         UNIT(test_batches_stay_within_limit), UNIT(test_big_class_bin_holds_a_batch),
-        UNIT(test_big_bins_stay_within_cache_bytes),
+        UNIT(test_big_bins_stay_within_cache_bytes), UNIT(test_big_bins_start_within_cache_bytes),
         UNIT(test_fork_with_caches),          UNIT(test_more_threads_than_slots),
         UNIT(test_binned_object_is_free),     UNIT(test_bin_link_overwritten),
         UNIT(test_quiet_bin_goes_home),       UNIT(test_quiet_bin_shrinks),
