@@ -452,6 +452,35 @@ static void test_big_class_bin_holds_a_batch(void **state)
     assert_sound(h);
 }
 
+/* A heap with caches and THREAD_CACHE_BYTES `cache_bytes` (*out), after
+ * `rounds` rounds of count[k] blocks of each of six sizes from 4 to 16 KiB
+ * (all live at once), then all freed. */
+static const size_t big_sizes[6] = {4096, 5120, 6144, 8192, 12288, 16384};
+static anr_core_stats big_batches(void **state, size_t cache_bytes, const unsigned *count,
+                                  unsigned rounds, anr_heap **out)
+{
+    anr_core_options o;
+    test_options(&o);
+    o.thread_cache = true;
+    o.tcache_max_bytes = cache_bytes;
+    *out = fx_init(state, &o);
+    return batch_rounds(*out, big_sizes, count, 6, rounds);
+}
+
+/* After big_batches: the cache kept at most `bound` bytes, and gives them
+ * all back when flushed. */
+static void big_kept_within(anr_heap *h, anr_core_stats s, size_t bound, size_t cache_bytes)
+{
+    size_t kept = s.pages_in_use * sys_page();
+    if (kept > bound)
+        fail_msg("THREAD_CACHE_BYTES %zu KiB: bins of 6 classes of 4-16 KiB kept %zu KiB after "
+                 "all was freed (bound %zu)",
+                 cache_bytes / KiB, kept / KiB, bound / KiB);
+    anr_core_flush_thread_cache(h);
+    assert_int_equal(stats_of(h).pages_in_use, 0);
+    assert_sound(h);
+}
+
 /* The bins of those classes grow only within THREAD_CACHE_BYTES together:
  * with 256 KiB of blocks of each of six such sizes live and freed, round
  * after round (as many as one bin may hold alone: 1.5 MiB in all), what the
@@ -462,25 +491,14 @@ static void test_big_bins_stay_within_cache_bytes(void **state)
     size_t page = sys_page();
     if (page != 4096)
         skip();
-    anr_core_options o;
-    test_options(&o);
-    o.thread_cache = true;
-    o.tcache_max_bytes = 1 * MiB;
-    anr_heap *h = fx_init(state, &o);
-    const size_t sizes[] = {4096, 5120, 6144, 8192, 12288, 16384};
     unsigned count[6];
     for (unsigned k = 0; k < 6; k++)
-        count[k] = (unsigned)(256 * KiB / sizes[k]);
-    anr_core_stats s = batch_rounds(h, sizes, count, 6, 6);
-    size_t kept = s.pages_in_use * page;
-    if (kept > 1 * MiB + 6 * 4 * page)
-        fail_msg("bins of 6 classes of 4-16 KiB kept %zu KiB after all was freed (bound %zu)",
-                 kept / KiB, (1 * MiB + 6 * 4 * page) / KiB);
-    if (kept < 512 * KiB) /* the bound is not so low that nothing is kept */
-        fail_msg("only %zu KiB kept by the bins", kept / KiB);
-    anr_core_flush_thread_cache(h);
-    assert_int_equal(stats_of(h).pages_in_use, 0);
-    assert_sound(h);
+        count[k] = (unsigned)(256 * KiB / big_sizes[k]);
+    anr_heap *h;
+    anr_core_stats s = big_batches(state, 1 * MiB, count, 6, &h);
+    if (s.pages_in_use * page < 512 * KiB) /* the bound is not so low that nothing is kept */
+        fail_msg("only %zu KiB kept by the bins", s.pages_in_use * page / KiB);
+    big_kept_within(h, s, 1 * MiB + 6 * 4 * page, 1 * MiB);
 }
 
 /* With THREAD_CACHE_BYTES well below what those bins start with (64 KiB
@@ -492,21 +510,10 @@ static void test_big_bins_start_within_cache_bytes(void **state)
     size_t page = sys_page();
     if (page != 4096)
         skip();
-    anr_core_options o;
-    test_options(&o);
-    o.thread_cache = true;
-    o.tcache_max_bytes = 64 * KiB;
-    anr_heap *h = fx_init(state, &o);
-    const size_t sizes[] = {4096, 5120, 6144, 8192, 12288, 16384};
     const unsigned count[] = {16, 16, 16, 16, 16, 16};
-    anr_core_stats s = batch_rounds(h, sizes, count, 6, 3);
-    size_t bound = 64 * KiB + (4 + 5 + 6 + 8 + 12 + 16) * KiB + 6 * 5 * page;
-    if (s.pages_in_use * page > bound)
-        fail_msg("THREAD_CACHE_BYTES 64K: bins of 6 classes of 4-16 KiB kept %zu KiB (bound %zu)",
-                 s.pages_in_use * page / KiB, bound / KiB);
-    anr_core_flush_thread_cache(h);
-    assert_int_equal(stats_of(h).pages_in_use, 0);
-    assert_sound(h);
+    anr_heap *h;
+    anr_core_stats s = big_batches(state, 64 * KiB, count, 3, &h);
+    big_kept_within(h, s, 64 * KiB + (4 + 5 + 6 + 8 + 12 + 16) * KiB + 6 * 5 * page, 64 * KiB);
 }
 
 /* --- a quiet thread's cache goes back --- */
