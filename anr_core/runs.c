@@ -44,16 +44,13 @@ static void bin_of(uint32_t n, unsigned *fl, unsigned *sl)
     *fl = f - _ANR_SL_BITS + 1;
 }
 
-static bool bins_find(const _anr_bins *b, uint32_t n, unsigned *fl, unsigned *sl)
+/* The first non-empty bin at or after bin (f, s), in size order. */
+static bool bins_from(const _anr_bins *b, unsigned f, unsigned s, unsigned *fl, unsigned *sl)
 {
-    /* Round n up to the next bin boundary so any run in the bin found fits. */
-    uint64_t r = n;
-    if (n >= _ANR_SL_COUNT)
-        r += (1u << (fls32(n) - _ANR_SL_BITS)) - 1;
-    if (r > UINT32_MAX)
-        return false;
-    unsigned f, s;
-    bin_of((uint32_t)r, &f, &s);
+    if (s >= _ANR_SL_COUNT) {
+        f++;
+        s = 0;
+    }
     if (f >= _ANR_FL_COUNT)
         return false;
     uint32_t sl_map = b->sl_map[f] & (~0u << s);
@@ -67,6 +64,19 @@ static bool bins_find(const _anr_bins *b, uint32_t n, unsigned *fl, unsigned *sl
     *fl = f;
     *sl = (unsigned)__builtin_ctz(sl_map);
     return true;
+}
+
+static bool bins_find(const _anr_bins *b, uint32_t n, unsigned *fl, unsigned *sl)
+{
+    /* Round n up to the next bin boundary so any run in the bin found fits. */
+    uint64_t r = n;
+    if (n >= _ANR_SL_COUNT)
+        r += (1u << (fls32(n) - _ANR_SL_BITS)) - 1;
+    if (r > UINT32_MAX)
+        return false;
+    unsigned f, s;
+    bin_of((uint32_t)r, &f, &s);
+    return bins_from(b, f, s, fl, sl);
 }
 
 /* The first run of the highest non-empty bin: the largest dirty run, or
@@ -299,20 +309,13 @@ static uint32_t bins_take_aligned(anr_heap *h, _anr_bins *b, uint32_t n, uint32_
 {
     unsigned fl, sl;
     bin_of(n, &fl, &sl);
-    if (fl >= _ANR_FL_COUNT)
+    if (!bins_from(b, fl, sl, &fl, &sl))
         return _ANR_NIL;
     uint32_t c = b->head[fl][sl];
     for (unsigned tries = 0; tries < ALIGNED_TRIES; tries++) {
         if (c == _ANR_NIL) { /* the next non-empty bin */
-            uint32_t sl_map = sl + 1u < _ANR_SL_COUNT ? b->sl_map[fl] & (~0u << (sl + 1u)) : 0;
-            if (!sl_map) {
-                uint32_t fl_map = fl + 1u < 32u ? b->fl_map & (~0u << (fl + 1u)) : 0;
-                if (!fl_map)
-                    return _ANR_NIL;
-                fl = (unsigned)__builtin_ctz(fl_map);
-                sl_map = b->sl_map[fl];
-            }
-            sl = (unsigned)__builtin_ctz(sl_map);
+            if (!bins_from(b, fl, sl + 1u, &fl, &sl))
+                return _ANR_NIL;
             c = b->head[fl][sl];
         }
         uint32_t len = h->pages[c].len;
