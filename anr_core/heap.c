@@ -16,11 +16,13 @@
 
 size_t anr_core_alignment(void) { return ALIGN; }
 
+size_t anr_core_default_floor(size_t page_ceiling) { return page_ceiling / 16; }
+
 void anr_core_default_options(anr_core_options *opts)
 {
     memset(opts, 0, sizeof(*opts));
     opts->page_ceiling = DEFAULT_CEILING;
-    opts->page_floor = DEFAULT_CEILING / 4;
+    opts->page_floor = anr_core_default_floor(DEFAULT_CEILING);
     opts->more_memory_rounds = DEFAULT_ROUNDS;
     opts->decay_ms = DEFAULT_DECAY_MS;
 }
@@ -279,7 +281,7 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
     h->bg_purge = opts->background_purge;
     h->young_ns = (uint64_t)opts->young_ms * 1000000u;
     h->ceiling = opts->page_ceiling ? opts->page_ceiling : DEFAULT_CEILING;
-    h->floor = opts->page_ceiling ? opts->page_floor : h->ceiling / 4;
+    h->floor = opts->page_ceiling ? opts->page_floor : anr_core_default_floor(h->ceiling);
     if (h->floor > h->ceiling)
         h->floor = h->ceiling;
     h->limit_pages = (opts->limit + page - 1) / page;

@@ -183,8 +183,10 @@ static anr_mheap *create(const anr_options *opts, bool is_default, anr_heap *ado
     co.limit = opts->limit;
     if (opts->page_ceiling) {
         co.page_ceiling = opts->page_ceiling;
-        co.page_floor = opts->page_floor ? opts->page_floor : opts->page_ceiling / 4;
+        co.page_floor = anr_core_default_floor(opts->page_ceiling);
     }
+    if (opts->page_floor) /* also with the default ceiling; the engine caps it there */
+        co.page_floor = opts->page_floor;
     co.slab_sizes = opts->slab_sizes;
     co.n_slab_sizes = opts->n_slab_sizes;
     co.more_memory_rounds = opts->retry_rounds;

@@ -484,7 +484,7 @@ void gm_config_defaults(gm_config *cfg)
     cfg->mapping = 0;      /* engine default: 4x RAM (64-bit), 512 MiB (32-bit) */
     cfg->limit = 0;        /* none */
     cfg->page_ceiling = 0; /* engine default: 1024 pages */
-    cfg->page_floor = 0;   /* engine default: ceiling / 4 */
+    cfg->page_floor = 0;   /* engine default: anr_core_default_floor */
     cfg->n_slab_sizes = 0; /* engine's built-in classes */
     cfg->on_limit = GM_ON_LIMIT_NULL;
     cfg->on_error = GM_ON_ERROR_ABORT;
@@ -632,7 +632,7 @@ static void out_pages(gm_outbuf *o, size_t pages)
 
 static bool pair_ok(size_t ceiling, size_t floor)
 {
-    /* floor 0 means ceiling / 4: always consistent */
+    /* floor 0 means the default share of the ceiling: always consistent */
     return floor == 0 || floor <= (ceiling ? ceiling : GM_DEFAULT_PAGE_CEILING);
 }
 
@@ -664,7 +664,7 @@ static unsigned check_pair(gm_config *cfg, const gm_source *src, const pair_stat
         gm_out_mem(&o, ")", 1);
     } else {
         cfg->page_floor = 0;
-        gm_out_str(&o, "; PAGE_FLOOR set to its default (ceiling / 4)");
+        gm_out_str(&o, "; PAGE_FLOOR set to its default (ceiling / 16)");
     }
     emit(src, ps->line, &o);
     return 1;

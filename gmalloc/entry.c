@@ -247,7 +247,7 @@ EXPORT int mallopt(int param, int value)
         if (value < 0)
             return 0;
         size_t ceiling = (size_t)value / (size_t)sysconf(_SC_PAGESIZE);
-        anr_core_set_page_ceiling(h, ceiling, ceiling / 4);
+        anr_core_set_page_ceiling(h, ceiling, anr_core_default_floor(ceiling));
         return 1;
     }
     case M_CHECK_ACTION:

@@ -169,7 +169,7 @@ static anr_heap *init_heap(void)
     opts.limit = _gm_cfg.limit;
     if (_gm_cfg.page_ceiling) {
         opts.page_ceiling = _gm_cfg.page_ceiling;
-        opts.page_floor = _gm_cfg.page_ceiling / 4;
+        opts.page_floor = anr_core_default_floor(_gm_cfg.page_ceiling);
     }
     if (_gm_cfg.page_floor)
         opts.page_floor = _gm_cfg.page_floor;

@@ -82,7 +82,7 @@ typedef struct anr_core_options {
      * floor): raise the floor, not the ceiling, to keep pages in a heap
      * that empties out. */
     size_t page_ceiling;
-    size_t page_floor;       /* a purge goes down to this many dirty pages; default ceiling / 4 */
+    size_t page_floor;       /* a purge goes down to this many dirty pages; default anr_core_default_floor */
     const uint32_t *slab_sizes; /* increasing multiples of the alignment; NULL = built-in classes */
     size_t n_slab_sizes;
     anr_purge_advice purge_advice;
@@ -146,6 +146,12 @@ typedef struct anr_core_stats {
 
 /* Sets `*opts` to the defaults. */
 void anr_core_default_options(anr_core_options *opts);
+
+/* The floor that goes with a ceiling when none is given: a sixteenth of it
+ * (64 pages, 256 KiB, of the default ceiling). The reuse window (young_ms)
+ * keeps past the ceiling what a program soon asks for again, so the floor
+ * need not: a heap that empties out keeps little. */
+size_t anr_core_default_floor(size_t page_ceiling);
 
 /* Reserves the mapping and sets up a heap. Returns 0, or an errno value
  * (EINVAL for bad options, ENOMEM if no mapping could be had, even after

@@ -185,6 +185,35 @@ static void test_limits(void **state)
     anr_heap_destroy(h);
 }
 
+/* A floor given without a ceiling is kept (under the default ceiling):
+ * freeing 3 MiB leaves that many dirty pages, not the default share. */
+static void test_floor_without_ceiling(void **state)
+{
+    (void)state;
+    anr_options o;
+    anr_default_options(&o);
+    o.name = "floor";
+    o.mapping_size = 64 * MiB;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    o.page_floor = 2 * MiB / page; /* above the default share of the ceiling */
+    anr_mheap *h = anr_heap_create(&o);
+    assert_non_null(h);
+    enum { N = 24 }; /* 3 MiB in runs: a purge takes whole runs */
+    void *p[N];
+    for (int i = 0; i < N; i++) {
+        p[i] = anr_heap_malloc(h, 128 * KiB);
+        assert_non_null(p[i]);
+        memset(p[i], 1, 128 * KiB);
+    }
+    for (int i = 0; i < N; i++)
+        anr_heap_free(h, p[i]);
+    anr_heap_stats s;
+    anr_heap_get_stats(h, &s);
+    if (s.pages_dirty < o.page_floor)
+        fail_msg("%zu dirty pages left, floor %zu", s.pages_dirty, o.page_floor);
+    anr_heap_destroy(h);
+}
+
 static int more_calls;
 static size_t count_more(void *ctx, anr_mheap *h, size_t size)
 {
@@ -247,6 +276,7 @@ int main(void)
         cmocka_unit_test(test_bad_pointers_reported),
         cmocka_unit_test(test_default_handler_aborts),
         cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_floor_without_ceiling),
         cmocka_unit_test(test_if_available_calls_nothing),
         cmocka_unit_test(test_create_errors),
     };

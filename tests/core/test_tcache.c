@@ -646,6 +646,7 @@ static void bin_served_mallocs_see_the_decay(void **state, size_t size)
     test_options(&o);
     o.thread_cache = true;
     o.decay_ms = 200; /* the frees take far less, even under valgrind */
+    o.page_floor = 256; /* the 1 MiB freed below stays dirty until the decay */
     anr_heap *h = fx_init(state, &o);
     enum { NBIG = 4 };
     void *big[NBIG];
