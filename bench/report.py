@@ -38,7 +38,7 @@ PURGE_CEILING_MIB = 4.0  # gmalloc's default PAGE_CEILING: 1024 pages of 4 KiB
 BENCH_TITLES = OrderedDict([
     ("micro", "Micro benchmarks (Google Benchmark), million malloc+free pairs per second (realloc: reallocs)"),
     ("memory", "Memory: mixed sizes allocated and written, 90% freed in random order (RSS growth = RSS minus the RSS before)"),
-    ("latency", "Latency of a SCHED_FIFO thread waking every 1 ms (quiet, and next to 2 churn threads)"),
+    ("latency", "Latency of a SCHED_FIFO thread waking every 1 ms (quiet and churn windows alternating in one run: 2 churn threads)"),
     ("mapcalls", "Memory-map system calls during churn after init (strace -f)"),
     ("python3", "python3 (PYTHONMALLOC=malloc) on tests/programs/churn.py"),
     ("sqlite3", "sqlite3 on tests/programs/gen_sql.awk's workload"),
@@ -370,8 +370,8 @@ def plots(d, vals, allocs):
         run(head % (950, "latency.png") +
             "set multiplot layout 2,1\nset logscale xy\nset format y '10^{%L}'\n"
             "set xlabel 'lateness of the 1 ms wake-up (µs)'\nset ylabel 'fraction of wake-ups at least this late'\n"
-            "set title 'SCHED\\_FIFO thread, quiet (no other threads)'\nplot " + q + "\n"
-            "set title 'SCHED\\_FIFO thread next to 2 threads churning 64 KiB-4 MiB blocks'\nplot " + c + "\n"
+            "set title 'SCHED\\_FIFO thread, quiet windows (the churn threads wait)'\nplot " + q + "\n"
+            "set title 'SCHED\\_FIFO thread, churn windows (2 threads churning 64 KiB-4 MiB blocks)'\nplot " + c + "\n"
             "unset multiplot\n", "latency.png")
     w1, w2 = series("flat-%s.dat", "1:2"), series("flat-%s.dat", "1:3")
     if w1 and w2:

@@ -5,16 +5,26 @@
  * touches a fresh page of a private mapping made up front (a page fault:
  * it needs the process's mmap lock for reading, which an allocator's
  * mmap/munmap takes for writing), and makes and frees one small allocation.
- * Meanwhile CHURN threads (SCHED_OTHER) allocate, touch and free large blocks
- * (64 KiB - 4 MiB) as fast as they can.
+ * CHURN threads (SCHED_OTHER) allocate, touch and free large blocks
+ * (64 KiB - 4 MiB) as fast as they can, but only in every other window of
+ * WINDOW_TICKS wake-ups: the windows between them are the quiet ones. The
+ * RT thread drives the windows, so "quiet" and "churn" are measured in the
+ * same process, minutes apart at most by the tick: on a shared VM the
+ * host's hiccups move a tail percentile more than an allocator does, and
+ * two separate runs compared the host's two moments. The first
+ * SETTLE_TICKS of each window count in neither (a churn operation under
+ * way when its window closes runs to its end).
  *
- * Reports the RT thread's lateness (wake-up time minus deadline) at
- * p50/p99/p99.9/max, the worst single malloc and free in the RT thread, and
- * the worst in the churn threads.
+ * Reports, as "quiet: ..." and "churn: ...", the RT thread's lateness
+ * (wake-up time minus deadline) at p50/p99/p99.9/max and its worst single
+ * malloc and free; then the worst malloc and free of the churn threads and
+ * their throughput over the churn windows. With 0 churn threads every
+ * window is quiet.
  *
- * Usage: bench_latency SECONDS CHURN_THREADS [LATENESS_FILE]
- * LATENESS_FILE gets the sorted lateness samples in microseconds, one a line.
- * Aborts if a block's contents changed (a wrong result). */
+ * Usage: bench_latency SECONDS CHURN_THREADS [LATENESS_PREFIX]
+ * LATENESS_PREFIX-quiet.txt and -churn.txt get the sorted lateness samples
+ * in microseconds, one a line. Aborts if a block's contents changed (a
+ * wrong result). */
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -25,13 +35,46 @@
 
 #define MAX_TICKS 60000
 #define CHURN_SLOTS 8
+#define WINDOW_TICKS 100 /* 100 ms quiet, 100 ms churn, ... */
+#define SETTLE_TICKS 10
 
-static uint64_t lateness[MAX_TICKS];
+enum { QUIET, CHURN, PHASES };
+static const char *const phase_name[PHASES] = {"quiet", "churn"};
+
+/* Per phase: the lateness samples and the RT thread's worst calls. */
+static struct phase {
+    uint64_t lateness[MAX_TICKS];
+    unsigned n;
+    uint64_t worst_malloc, worst_free;
+} phase[PHASES];
+
 static unsigned n_ticks;
+static int n_churn;
 static char *pages;
 static size_t page_size;
-static uint64_t rt_worst_malloc, rt_worst_free;
 static atomic_bool stop;
+
+/* The churn threads run while churn_on is set and wait on `gate` otherwise
+ * (a condition variable: waiting allocates nothing). */
+static atomic_bool churn_on = true;
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate = PTHREAD_COND_INITIALIZER;
+
+static void set_churn(bool on)
+{
+    pthread_mutex_lock(&gate_lock);
+    atomic_store(&churn_on, on);
+    pthread_cond_broadcast(&gate);
+    pthread_mutex_unlock(&gate_lock);
+}
+
+static void wait_for_churn_window(void)
+{
+    pthread_mutex_lock(&gate_lock);
+    while (!atomic_load(&churn_on) && !atomic_load(&stop))
+        pthread_cond_wait(&gate, &gate_lock);
+    pthread_mutex_unlock(&gate_lock);
+}
 
 struct churn {
     pthread_t th;
@@ -47,6 +90,10 @@ static void *churn_main(void *arg)
     char *slot[CHURN_SLOTS] = {0};
     size_t len[CHURN_SLOTS] = {0};
     while (!atomic_load_explicit(&stop, memory_order_relaxed)) {
+        if (!atomic_load_explicit(&churn_on, memory_order_relaxed)) {
+            wait_for_churn_window();
+            continue;
+        }
         size_t i = bench_below(&r, CHURN_SLOTS);
         if (slot[i]) {
             if (slot[i][0] != (char)i || slot[i][len[i] - 1] != (char)i)
@@ -95,7 +142,16 @@ static void *rt_main(void *arg)
             ;
         uint64_t now = bench_now_ns();
         uint64_t due = (uint64_t)next.tv_sec * 1000000000ull + (uint64_t)next.tv_nsec;
-        lateness[i] = now > due ? now - due : 0;
+        uint64_t late = now > due ? now - due : 0;
+
+        /* Windows alternate quiet, churn, quiet, ... (all quiet without
+         * churn threads); a window's first ticks are left out. */
+        int ph = n_churn > 0 && (i / WINDOW_TICKS) % 2 ? CHURN : QUIET;
+        if (i % WINDOW_TICKS == 0 && n_churn > 0)
+            set_churn(ph == CHURN);
+        struct phase *f = i % WINDOW_TICKS < SETTLE_TICKS ? NULL : &phase[ph];
+        if (f)
+            f->lateness[f->n++] = late;
 
         pages[(size_t)i * page_size] = 1; /* a fresh page: a fault */
         size_t n = bench_range(&r, 16, 256);
@@ -104,16 +160,16 @@ static void *rt_main(void *arg)
         t = bench_now_ns() - t;
         if (!p)
             bench_die("malloc(%zu) returned NULL in the RT thread", n);
-        if (t > rt_worst_malloc)
-            rt_worst_malloc = t;
+        if (f && t > f->worst_malloc)
+            f->worst_malloc = t;
         memset(p, 0xa5, n);
         if (p[0] != 0xa5 || p[n - 1] != 0xa5)
             bench_die("RT block changed");
         t = bench_now_ns();
         free(p);
         t = bench_now_ns() - t;
-        if (t > rt_worst_free)
-            rt_worst_free = t;
+        if (f && t > f->worst_free)
+            f->worst_free = t;
     }
     return NULL;
 }
@@ -124,24 +180,49 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static double us_at(double q)
+static double us_at(const struct phase *f, double q)
 {
-    size_t i = (size_t)(q * (double)(n_ticks - 1) + 0.5);
-    return (double)lateness[i] / 1000.0;
+    size_t i = (size_t)(q * (double)(f->n - 1) + 0.5);
+    return (double)f->lateness[i] / 1000.0;
+}
+
+/* A RESULT line named "<phase>: <metric>". */
+static void phase_result(int ph, const char *metric, double value, const char *unit)
+{
+    char name[96];
+    snprintf(name, sizeof(name), "%s: %s", phase_name[ph], metric);
+    bench_result(name, value, unit);
+}
+
+static int write_samples(const char *prefix, int ph)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s-%s.txt", prefix, phase_name[ph]);
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        perror(path);
+        return -1;
+    }
+    for (unsigned i = 0; i < phase[ph].n; i++)
+        fprintf(f, "%.3f\n", (double)phase[ph].lateness[i] / 1000.0);
+    fclose(f);
+    return 0;
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: bench_latency SECONDS CHURN_THREADS [LATENESS_FILE]\n");
+        fprintf(stderr, "usage: bench_latency SECONDS CHURN_THREADS [LATENESS_PREFIX]\n");
         return 2;
     }
     double secs = strtod(argv[1], NULL);
-    int n_churn = atoi(argv[2]);
+    n_churn = atoi(argv[2]);
     const char *out = argc > 3 ? argv[3] : NULL;
     n_ticks = (unsigned)(secs * 1000.0);
-    if (n_ticks < 10 || n_ticks > MAX_TICKS || n_churn < 0 || n_churn > 16) {
-        fprintf(stderr, "bench_latency: SECONDS in 0.01..60, CHURN_THREADS in 0..16\n");
+    /* At least one window of each kind, each with samples after settling. */
+    if (n_ticks < 2 * WINDOW_TICKS || n_ticks > MAX_TICKS || n_churn < 0 || n_churn > 16) {
+        fprintf(stderr, "bench_latency: SECONDS in %.1f..%d, CHURN_THREADS in 0..16\n",
+                2.0 * WINDOW_TICKS / 1000.0, MAX_TICKS / 1000);
         return 2;
     }
     page_size = (size_t)sysconf(_SC_PAGESIZE);
@@ -162,11 +243,10 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (n_churn > 0) {
+    if (n_churn > 0) { /* the heap has churned before the first window */
         struct timespec warm = {0, 100 * 1000 * 1000};
         nanosleep(&warm, NULL);
     }
-
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setinheritsched(&attr, PTHREAD_EXPLICIT_SCHED);
@@ -189,6 +269,7 @@ int main(int argc, char **argv)
     pthread_attr_destroy(&attr);
     pthread_join(rt, NULL);
     atomic_store(&stop, true);
+    set_churn(false); /* wakes the waiting ones; they see `stop` */
     uint64_t ops = 0, cw_m = 0, cw_f = 0;
     for (int i = 0; i < n_churn; i++) {
         pthread_join(churn[i].th, NULL);
@@ -199,28 +280,26 @@ int main(int argc, char **argv)
             cw_f = churn[i].worst_free;
     }
 
-    qsort(lateness, n_ticks, sizeof(lateness[0]), cmp_u64);
     bench_result("sched_fifo", fifo, "bool");
-    bench_result("lateness p50", us_at(0.5), "us");
-    bench_result("lateness p99", us_at(0.99), "us");
-    bench_result("lateness p99.9", us_at(0.999), "us");
-    bench_result("lateness max", us_at(1.0), "us");
-    bench_result("RT worst malloc", (double)rt_worst_malloc / 1000.0, "us");
-    bench_result("RT worst free", (double)rt_worst_free / 1000.0, "us");
-    if (n_churn > 0) {
-        bench_result("churn worst malloc", (double)cw_m / 1000.0, "us");
-        bench_result("churn worst free", (double)cw_f / 1000.0, "us");
-        bench_result("churn ops/s", (double)ops / secs, "ops/s");
-    }
-    if (out) {
-        FILE *f = fopen(out, "w");
-        if (!f) {
-            perror(out);
+    for (int ph = 0; ph < PHASES; ph++) {
+        struct phase *f = &phase[ph];
+        if (!f->n)
+            continue;
+        qsort(f->lateness, f->n, sizeof(f->lateness[0]), cmp_u64);
+        phase_result(ph, "lateness p50", us_at(f, 0.5), "us");
+        phase_result(ph, "lateness p99", us_at(f, 0.99), "us");
+        phase_result(ph, "lateness p99.9", us_at(f, 0.999), "us");
+        phase_result(ph, "lateness max", us_at(f, 1.0), "us");
+        phase_result(ph, "RT worst malloc", (double)f->worst_malloc / 1000.0, "us");
+        phase_result(ph, "RT worst free", (double)f->worst_free / 1000.0, "us");
+        if (out && write_samples(out, ph) != 0)
             return 2;
-        }
-        for (unsigned i = 0; i < n_ticks; i++)
-            fprintf(f, "%.3f\n", (double)lateness[i] / 1000.0);
-        fclose(f);
+    }
+    if (n_churn > 0) {
+        phase_result(CHURN, "churn worst malloc", (double)cw_m / 1000.0, "us");
+        phase_result(CHURN, "churn worst free", (double)cw_f / 1000.0, "us");
+        /* Throughput over the churn windows: about half the run. */
+        phase_result(CHURN, "churn ops/s", (double)ops / (secs / 2.0), "ops/s");
     }
     return 0;
 }
