@@ -32,7 +32,8 @@ OURS_RT = "gmalloc-rt"
 OURS_BG = "gmalloc-bg"
 HIGHER_IS_BETTER = {"Mops/s", "ops/s"}
 # Figures that describe the workload rather than the allocator: no ratio.
-INFO_METRICS = {"allocated", "objects", "live after freeing 90%", "churn ops", "churn time (under strace)"}
+INFO_METRICS = {"allocated", "objects", "live after freeing 90%", "churn ops", "churn time (under strace)",
+                "small objects (16-256 B): count"}
 PURGE_CEILING_MIB = 4.0  # gmalloc's default PAGE_CEILING: 1024 pages of 4 KiB
 
 BENCH_TITLES = OrderedDict([

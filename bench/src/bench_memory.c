@@ -12,6 +12,12 @@
  * the first allocation (the pointer arrays are mmap'd and touched before).
  *
  * Usage: bench_memory TOTAL_MIB IDLE_MS [SAMPLES_FILE]
+ *        bench_memory small COUNT
+ * The second form, in a process of its own, allocates COUNT objects of
+ * 16-256 B (the small end of the mix) and reports what each costs beyond
+ * the bytes asked for (headers, rounding, slab tails, metadata: RSS growth
+ * minus the bytes, per object) and, for gmalloc, its own metadata per
+ * object (the "few bits" a small object may cost).
  * Prints RESULT lines; aborts if a surviving object was changed. */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -90,10 +96,61 @@ static void poke(void)
     free(p);
 }
 
+typedef int (*get_stats_fn)(anr_core_stats *);
+
+/* gmalloc's own view of its heap, when it is the allocator. */
+static get_stats_fn gmalloc_stats(void)
+{
+    return (get_stats_fn)dlsym(RTLD_DEFAULT, "gmalloc_get_stats");
+}
+
+static int small_objects(size_t count)
+{
+    char **ptr = map_array(count * sizeof(*ptr));
+    uint8_t *len = map_array(count);
+    poke();
+    get_stats_fn get_stats = gmalloc_stats();
+    anr_core_stats st0, st1;
+    if (get_stats && get_stats(&st0) != 0)
+        get_stats = NULL;
+    size_t start = bench_rss(), asked = 0;
+    bench_rng r = {20240602};
+    for (size_t i = 0; i < count; i++) {
+        size_t n = bench_range(&r, 16, 256);
+        ptr[i] = malloc(n);
+        if (!ptr[i])
+            bench_die("malloc(%zu) returned NULL after %zu objects", n, i);
+        memset(ptr[i], (int)(i % 251) + 1, n);
+        len[i] = (uint8_t)(n - 1);
+        asked += n;
+    }
+    size_t end = bench_rss();
+    bool have_st1 = get_stats && get_stats(&st1) == 0;
+    for (size_t i = 0; i < count; i++) {
+        char c = (char)(i % 251 + 1);
+        if (ptr[i][0] != c || ptr[i][len[i]] != c)
+            bench_die("small object %zu (%p) changed", i, (void *)ptr[i]);
+        free(ptr[i]);
+    }
+    double growth = end > start ? (double)(end - start) : 0.0;
+    bench_result("small objects (16-256 B): count", (double)count, "count");
+    bench_result("small objects (16-256 B): overhead per object (RSS growth minus bytes asked)",
+                 (growth - (double)asked) / (double)count, "B");
+    if (have_st1 && st1.objects_in_use > st0.objects_in_use)
+        bench_result("small objects (16-256 B): gmalloc metadata per object (gmalloc stats)",
+                     8.0 * (double)(st1.metadata_bytes - st0.metadata_bytes) /
+                         (double)(st1.objects_in_use - st0.objects_in_use),
+                     "bit");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "small") == 0)
+        return small_objects((size_t)strtoull(argv[2], NULL, 10));
     if (argc < 3) {
-        fprintf(stderr, "usage: bench_memory TOTAL_MIB IDLE_MS [SAMPLES_FILE]\n");
+        fprintf(stderr, "usage: bench_memory TOTAL_MIB IDLE_MS [SAMPLES_FILE]\n"
+                        "       bench_memory small COUNT\n");
         return 2;
     }
     size_t total_goal = (size_t)strtoull(argv[1], NULL, 10) * MiB;
@@ -107,8 +164,7 @@ int main(int argc, char **argv)
     size_t *order = map_array(cap * sizeof(*order));
     poke(); /* the allocator is initialised before the start */
 
-    /* gmalloc's own view of its metadata, when it is the allocator. */
-    int (*get_stats)(anr_core_stats *) = (int (*)(anr_core_stats *))dlsym(RTLD_DEFAULT, "gmalloc_get_stats");
+    get_stats_fn get_stats = gmalloc_stats();
     union {
         anr_core_stats s;
         char room[4096]; /* in case the struct grew since this was built */
