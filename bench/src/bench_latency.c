@@ -9,16 +9,18 @@
  * (64 KiB - 4 MiB) as fast as they can, but only in every other window of
  * WINDOW_TICKS wake-ups: the windows between them are the quiet ones. The
  * RT thread drives the windows, so "quiet" and "churn" are measured in the
- * same process, minutes apart at most by the tick: on a shared VM the
+ * same process, 100 ms apart: on a shared VM the
  * host's hiccups move a tail percentile more than an allocator does, and
  * two separate runs compared the host's two moments. The first
- * SETTLE_TICKS of each window count in neither (a churn operation under
- * way when its window closes runs to its end).
+ * SETTLE_TICKS of each window count in neither, nor do a quiet window's
+ * ticks before every churn thread has stopped (a churn operation under
+ * way when its window closes runs to its end). Work the churn left to the
+ * allocator (a purge, a cache's decay) may still fall in a quiet window.
  *
  * Reports, as "quiet: ..." and "churn: ...", the RT thread's lateness
  * (wake-up time minus deadline) at p50/p99/p99.9/max and its worst single
  * malloc and free; then the worst malloc and free of the churn threads and
- * their throughput over the churn windows. With 0 churn threads every
+ * their throughput, both over the churn windows only (not the warm-up). With 0 churn threads every
  * window is quiet.
  *
  * Usage: bench_latency SECONDS CHURN_THREADS [LATENESS_PREFIX]
@@ -57,8 +59,11 @@ static atomic_bool stop;
 /* The churn threads run while churn_on is set and wait on `gate` otherwise
  * (a condition variable: waiting allocates nothing). */
 static atomic_bool churn_on = true;
-static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t gate_lock; /* priority inheritance: the RT thread takes it */
 static pthread_cond_t gate = PTHREAD_COND_INITIALIZER;
+static atomic_int parked;        /* churn threads waiting on `gate` */
+static atomic_bool measuring;    /* set by the RT thread over its ticks */
+static unsigned churn_ticks;     /* ticks in churn windows: the churn's time */
 
 static void set_churn(bool on)
 {
@@ -71,8 +76,10 @@ static void set_churn(bool on)
 static void wait_for_churn_window(void)
 {
     pthread_mutex_lock(&gate_lock);
+    atomic_fetch_add(&parked, 1);
     while (!atomic_load(&churn_on) && !atomic_load(&stop))
         pthread_cond_wait(&gate, &gate_lock);
+    atomic_fetch_sub(&parked, 1);
     pthread_mutex_unlock(&gate_lock);
 }
 
@@ -94,6 +101,8 @@ static void *churn_main(void *arg)
             wait_for_churn_window();
             continue;
         }
+        /* Counted over the RT thread's ticks only (not the warm-up). */
+        bool count = atomic_load_explicit(&measuring, memory_order_relaxed);
         size_t i = bench_below(&r, CHURN_SLOTS);
         if (slot[i]) {
             if (slot[i][0] != (char)i || slot[i][len[i] - 1] != (char)i)
@@ -101,7 +110,7 @@ static void *churn_main(void *arg)
             uint64_t t = bench_now_ns();
             free(slot[i]);
             t = bench_now_ns() - t;
-            if (t > c->worst_free)
+            if (count && t > c->worst_free)
                 c->worst_free = t;
         }
         /* 64 KiB .. 4 MiB, log-uniform. */
@@ -112,14 +121,14 @@ static void *churn_main(void *arg)
         t = bench_now_ns() - t;
         if (!p)
             bench_die("malloc(%zu) returned NULL in a churn thread", n);
-        if (t > c->worst_malloc)
+        if (count && t > c->worst_malloc)
             c->worst_malloc = t;
         for (size_t k = 0; k < n; k += page_size)
             p[k] = (char)i;
         p[n - 1] = (char)i;
         slot[i] = p;
         len[i] = n;
-        c->ops++;
+        c->ops += count;
     }
     for (size_t i = 0; i < CHURN_SLOTS; i++)
         free(slot[i]);
@@ -132,6 +141,7 @@ static void *rt_main(void *arg)
     bench_rng r = {7};
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
+    atomic_store(&measuring, true);
     for (unsigned i = 0; i < n_ticks; i++) {
         next.tv_nsec += 1000000;
         if (next.tv_nsec >= 1000000000) {
@@ -149,7 +159,10 @@ static void *rt_main(void *arg)
         int ph = n_churn > 0 && (i / WINDOW_TICKS) % 2 ? CHURN : QUIET;
         if (i % WINDOW_TICKS == 0 && n_churn > 0)
             set_churn(ph == CHURN);
-        struct phase *f = i % WINDOW_TICKS < SETTLE_TICKS ? NULL : &phase[ph];
+        churn_ticks += ph == CHURN;
+        bool settled = i % WINDOW_TICKS >= SETTLE_TICKS &&
+                       (ph == CHURN || atomic_load(&parked) == n_churn);
+        struct phase *f = settled ? &phase[ph] : NULL;
         if (f)
             f->lateness[f->n++] = late;
 
@@ -171,6 +184,7 @@ static void *rt_main(void *arg)
         if (f && t > f->worst_free)
             f->worst_free = t;
     }
+    atomic_store(&measuring, false);
     return NULL;
 }
 
@@ -233,6 +247,11 @@ int main(int argc, char **argv)
         return 2;
     }
     free(malloc(1)); /* the allocator is initialised before the start */
+    pthread_mutexattr_t ma;
+    pthread_mutexattr_init(&ma);
+    pthread_mutexattr_setprotocol(&ma, PTHREAD_PRIO_INHERIT);
+    pthread_mutex_init(&gate_lock, &ma);
+    pthread_mutexattr_destroy(&ma);
 
     struct churn churn[16];
     memset(churn, 0, sizeof(churn));
@@ -298,8 +317,8 @@ int main(int argc, char **argv)
     if (n_churn > 0) {
         phase_result(CHURN, "churn worst malloc", (double)cw_m / 1000.0, "us");
         phase_result(CHURN, "churn worst free", (double)cw_f / 1000.0, "us");
-        /* Throughput over the churn windows: about half the run. */
-        phase_result(CHURN, "churn ops/s", (double)ops / (secs / 2.0), "ops/s");
+        /* Throughput over the churn windows. */
+        phase_result(CHURN, "churn ops/s", (double)ops / ((double)churn_ticks / 1000.0), "ops/s");
     }
     return 0;
 }

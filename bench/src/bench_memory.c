@@ -110,8 +110,13 @@ static int small_objects(size_t count)
     uint8_t *len = map_array(count);
     poke();
     get_stats_fn get_stats = gmalloc_stats();
-    anr_core_stats st0, st1;
-    if (get_stats && get_stats(&st0) != 0)
+    union {
+        anr_core_stats s;
+        char room[4096]; /* in case the struct grew since this was built */
+    } st0, st1;
+    memset(&st0, 0, sizeof(st0));
+    memset(&st1, 0, sizeof(st1));
+    if (get_stats && get_stats(&st0.s) != 0)
         get_stats = NULL;
     size_t start = bench_rss(), asked = 0;
     bench_rng r = {20240602};
@@ -125,7 +130,7 @@ static int small_objects(size_t count)
         asked += n;
     }
     size_t end = bench_rss();
-    bool have_st1 = get_stats && get_stats(&st1) == 0;
+    bool have_st1 = get_stats && get_stats(&st1.s) == 0;
     for (size_t i = 0; i < count; i++) {
         char c = (char)(i % 251 + 1);
         if (ptr[i][0] != c || ptr[i][len[i]] != c)
@@ -136,10 +141,10 @@ static int small_objects(size_t count)
     bench_result("small objects (16-256 B): count", (double)count, "count");
     bench_result("small objects (16-256 B): overhead per object (RSS growth minus bytes asked)",
                  (growth - (double)asked) / (double)count, "B");
-    if (have_st1 && st1.objects_in_use > st0.objects_in_use)
+    if (have_st1 && st1.s.objects_in_use > st0.s.objects_in_use)
         bench_result("small objects (16-256 B): gmalloc metadata per object (gmalloc stats)",
-                     8.0 * (double)(st1.metadata_bytes - st0.metadata_bytes) /
-                         (double)(st1.objects_in_use - st0.objects_in_use),
+                     8.0 * (double)(st1.s.metadata_bytes - st0.s.metadata_bytes) /
+                         (double)(st1.s.objects_in_use - st0.s.objects_in_use),
                      "bit");
     return 0;
 }
