@@ -223,7 +223,7 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
         opts = &def;
     }
     size_t page = _anr_os_page_size();
-    if (opts->page_floor > opts->page_ceiling && opts->page_ceiling)
+    if (opts->page_floor > (opts->page_ceiling ? opts->page_ceiling : DEFAULT_CEILING))
         return EINVAL;
 
     size_t size = opts->mapping_size ? opts->mapping_size : _anr_os_default_mapping();
@@ -281,9 +281,10 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
     h->bg_purge = opts->background_purge;
     h->young_ns = (uint64_t)opts->young_ms * 1000000u;
     h->ceiling = opts->page_ceiling ? opts->page_ceiling : DEFAULT_CEILING;
-    h->floor = opts->page_ceiling ? opts->page_floor : anr_core_default_floor(h->ceiling);
-    if (h->floor > h->ceiling)
-        h->floor = h->ceiling;
+    /* With a ceiling given, the floor is as given (0 included); with the
+     * default ceiling, a floor given (not 0) or the default share. */
+    h->floor = opts->page_ceiling || opts->page_floor ? opts->page_floor
+                                                      : anr_core_default_floor(h->ceiling);
     h->limit_pages = (opts->limit + page - 1) / page;
     h->decay_ns = opts->decay_ms == UINT32_MAX ? 0 : (uint64_t)opts->decay_ms * 1000000u;
     _anr_tc_init(h, opts, (_anr_tcache *)(map + sizeof(anr_heap)), slots);

@@ -185,7 +185,7 @@ static anr_mheap *create(const anr_options *opts, bool is_default, anr_heap *ado
         co.page_ceiling = opts->page_ceiling;
         co.page_floor = anr_core_default_floor(opts->page_ceiling);
     }
-    if (opts->page_floor) /* also with the default ceiling; the engine caps it there */
+    if (opts->page_floor) /* also with the default ceiling; above it: EINVAL */
         co.page_floor = opts->page_floor;
     co.slab_sizes = opts->slab_sizes;
     co.n_slab_sizes = opts->n_slab_sizes;

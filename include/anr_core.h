@@ -148,9 +148,11 @@ typedef struct anr_core_stats {
 void anr_core_default_options(anr_core_options *opts);
 
 /* The floor that goes with a ceiling when none is given: a sixteenth of it
- * (64 pages, 256 KiB, of the default ceiling). The reuse window (young_ms)
- * keeps past the ceiling what a program soon asks for again, so the floor
- * need not: a heap that empties out keeps little. */
+ * (64 pages, 256 KiB, of the default ceiling), so that a heap that empties
+ * out keeps little. A program that frees and soon allocates again in
+ * bursts larger than that faults pages in afresh; the reuse window
+ * (young_ms, off by default here, on in gmalloc) keeps such pages past
+ * the ceiling, or a larger floor can be given. */
 size_t anr_core_default_floor(size_t page_ceiling);
 
 /* Reserves the mapping and sets up a heap. Returns 0, or an errno value

@@ -92,7 +92,8 @@ typedef struct anr_options {
     size_t mapping_size;      /* bytes reserved for blocks; 0 = engine default (a few x RAM) */
     size_t limit;             /* bytes of pages in use allowed; 0 = none (the mapping bounds it) */
     size_t page_ceiling;      /* free dirty pages before a purge; 0 = engine default */
-    size_t page_floor;        /* a purge goes down to this; 0 = anr_core_default_floor */
+    size_t page_floor;        /* a purge goes down to this; 0 = anr_core_default_floor;
+                               * above the ceiling (given or default): EINVAL */
     const uint32_t *slab_sizes; /* NULL = the engine's classes */
     size_t n_slab_sizes;
     unsigned retry_rounds;    /* "need more memory" rounds per allocation; 0 = 4 */

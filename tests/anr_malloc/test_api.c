@@ -212,6 +212,11 @@ static void test_floor_without_ceiling(void **state)
     if (s.pages_dirty < o.page_floor)
         fail_msg("%zu dirty pages left, floor %zu", s.pages_dirty, o.page_floor);
     anr_heap_destroy(h);
+
+    o.page_floor = 100000; /* above the default ceiling: refused */
+    errno = 0;
+    assert_null(anr_heap_create(&o));
+    assert_int_equal(errno, EINVAL);
 }
 
 static int more_calls;

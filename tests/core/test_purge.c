@@ -3,6 +3,7 @@
  * real RSS drop, and zeroed reuse of handed-back memory. */
 #include "core_test.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <time.h>
@@ -360,6 +361,35 @@ static void page_map_went_back(anr_heap *h, size_t before, const char *after_wha
                  after / KiB, after_what, left / KiB);
 }
 
+/* With the default ceiling, a floor given is kept (it used to count only
+ * with a ceiling given too), and one above the default ceiling is refused. */
+static void test_floor_with_default_ceiling(void **state)
+{
+    anr_core_options o;
+    test_options(&o);
+    runs_uncached(&o);
+    o.page_ceiling = 0;
+    o.page_floor = 2 * MiB / sys_page();
+    anr_heap *h = fx_init(state, &o);
+    enum { N = 24 }; /* 3 MiB in runs: a purge takes whole runs */
+    void *p[N];
+    for (int i = 0; i < N; i++) {
+        assert_non_null(p[i] = anr_core_alloc(h, 128 * KiB, 0, 0));
+        memset(p[i], 1, 128 * KiB);
+    }
+    for (int i = 0; i < N; i++)
+        assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
+    anr_core_purge(h, false);
+    anr_core_stats t = stats_of(h);
+    if (t.pages_dirty < o.page_floor)
+        fail_msg("%zu dirty pages left, floor %zu", t.pages_dirty, o.page_floor);
+
+    anr_heap *bad = NULL;
+    o.page_floor = 100000; /* above the default ceiling */
+    assert_int_equal(anr_core_init(&bad, &o), EINVAL);
+    assert_null(bad);
+}
+
 /* The page map follows the top: a heap that grew to 24576 pages (1.5 MiB
  * of page-map entries at 64 bytes each) and emptied out hands its page map
  * back as the top retreats, down to what is kept above the top (at most
@@ -692,7 +722,7 @@ int main(void)
         UNIT(test_page_map_swept_below_live_top), UNIT(test_tick_trims_whole_page_map),
         UNIT(test_zero_after_purge_dontneed),
         UNIT(test_zero_after_purge_free),
-        UNIT(test_background_purge),
+        UNIT(test_background_purge), UNIT(test_floor_with_default_ceiling),
         UNIT(test_ceiling_follows_use),
         UNIT(test_reuse_allowance), UNIT(test_reuse_allowance_survives_free_all),
     };
