@@ -371,11 +371,12 @@ static void test_floor_with_default_ceiling(void **state)
     o.page_ceiling = 0;
     o.page_floor = 2 * MiB / sys_page();
     anr_heap *h = fx_init(state, &o);
-    enum { N = 24 }; /* 3 MiB in runs: a purge takes whole runs */
-    void *p[N];
+    enum { N = 24 }; /* 3 MiB in runs kept apart by live spacers: a purge takes whole runs */
+    void *p[N], *spacer[N];
     for (int i = 0; i < N; i++) {
         assert_non_null(p[i] = anr_core_alloc(h, 128 * KiB, 0, 0));
         memset(p[i], 1, 128 * KiB);
+        assert_non_null(spacer[i] = anr_core_alloc(h, 256 * KiB, 0, 0));
     }
     for (int i = 0; i < N; i++)
         assert_int_equal(anr_core_free(h, p[i]), ANR_ERR_NONE);
@@ -383,6 +384,8 @@ static void test_floor_with_default_ceiling(void **state)
     anr_core_stats t = stats_of(h);
     if (t.pages_dirty < o.page_floor)
         fail_msg("%zu dirty pages left, floor %zu", t.pages_dirty, o.page_floor);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(anr_core_free(h, spacer[i]), ANR_ERR_NONE);
 
     anr_heap *bad = NULL;
     o.page_floor = 100000; /* above the default ceiling */
