@@ -104,20 +104,30 @@ static get_stats_fn gmalloc_stats(void)
     return (get_stats_fn)dlsym(RTLD_DEFAULT, "gmalloc_get_stats");
 }
 
+/* Room for gmalloc's statistics, in case the struct grew since this was
+ * built. */
+typedef union stats_room {
+    anr_core_stats s;
+    char room[4096];
+} stats_room;
+
+/* gmalloc's statistics reader, with the first reading in *st0 (both
+ * cleared first); NULL when gmalloc is not the allocator. */
+static get_stats_fn first_stats(stats_room *st0, stats_room *st1)
+{
+    memset(st0, 0, sizeof(*st0));
+    memset(st1, 0, sizeof(*st1));
+    get_stats_fn get_stats = gmalloc_stats();
+    return get_stats && get_stats(&st0->s) == 0 ? get_stats : NULL;
+}
+
 static int small_objects(size_t count)
 {
     char **ptr = map_array(count * sizeof(*ptr));
     uint8_t *len = map_array(count);
     poke();
-    get_stats_fn get_stats = gmalloc_stats();
-    union {
-        anr_core_stats s;
-        char room[4096]; /* in case the struct grew since this was built */
-    } st0, st1;
-    memset(&st0, 0, sizeof(st0));
-    memset(&st1, 0, sizeof(st1));
-    if (get_stats && get_stats(&st0.s) != 0)
-        get_stats = NULL;
+    stats_room st0, st1;
+    get_stats_fn get_stats = first_stats(&st0, &st1);
     size_t start = bench_rss(), asked = 0;
     bench_rng r = {20240602};
     for (size_t i = 0; i < count; i++) {
@@ -169,15 +179,8 @@ int main(int argc, char **argv)
     size_t *order = map_array(cap * sizeof(*order));
     poke(); /* the allocator is initialised before the start */
 
-    get_stats_fn get_stats = gmalloc_stats();
-    union {
-        anr_core_stats s;
-        char room[4096]; /* in case the struct grew since this was built */
-    } st0, st1;
-    memset(&st0, 0, sizeof(st0));
-    memset(&st1, 0, sizeof(st1));
-    if (get_stats && get_stats(&st0.s) != 0)
-        get_stats = NULL;
+    stats_room st0, st1;
+    get_stats_fn get_stats = first_stats(&st0, &st1);
 
     t0 = bench_now_ns();
     pthread_t th;
