@@ -10,10 +10,10 @@
  * gmalloc's malloc and free): malloc 48 instructions (one heap test, TLS
  * generation and cache, class lookup, flush epoch, the quiet tick, bin pop
  * with a link check, the count, the quiet-class mark, the free key
- * cleared); free 80,
- * a sixth of them branches to the full path (the heap, TLS, the page's
- * slab offset byte, the slab head's entry, slot check by one multiply,
- * bitmap bit and free key, bin bound, push). The build does not assume
+ * cleared); free 75, a sixth of them branches to the full path (the
+ * heap, TLS, the page's slab_at entry: class and slab head; slot check by
+ * one multiply while the head's page-map entry is prefetched; bitmap bit
+ * and free key, bin bound, push). The build does not assume
  * strict aliasing, so every load is made before the first store into the
  * object (a load after it would be made again). The page-run pop and push
  * (_anr_fast_run_alloc/free, for blocks past the largest class up to
@@ -248,16 +248,15 @@ static inline _anr_page *_anr_slab_slot(const anr_heap *h, const void *p, unsign
     if (off >= h->data_size)
         return NULL;
     uint32_t pi = (uint32_t)(off >> h->page_shift);
-    unsigned back = atomic_load_explicit(&h->slab_off[pi], memory_order_relaxed);
-    if (!back || back - 1u > pi)
+    unsigned at = atomic_load_explicit(&h->slab_at[pi], memory_order_relaxed);
+    unsigned back = _anr_slab_at_back(at), c = _anr_slab_at_cls(at);
+    if (!back || back - 1u > pi || c >= nclasses)
         return NULL;
     pi -= back - 1u;
     _anr_page *e = &h->pages[pi];
-    if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_SLAB)
-        return NULL;
-    unsigned c = __atomic_load_n(&e->cls, __ATOMIC_RELAXED);
-    if (c >= nclasses)
-        return NULL;
+    /* The entry (for the bitmap bit) is the likely cache miss: start it
+     * while the multiply finds the slot. */
+    __builtin_prefetch(e);
     size_t i;
     if (!_anr_slot_exact(&h->cls[c], off - ((size_t)pi << h->page_shift), &i))
         return NULL;

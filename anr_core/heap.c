@@ -248,7 +248,7 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
     }
 
     /* Layout: heap struct, thread-cache table, the page map (64 B per data
-     * page), the slab offsets (1 B per data page), then data. */
+     * page), the slab_at array (2 B per data page), then data. */
     uint32_t slots = opts->thread_cache ? (opts->tcache_slots ? opts->tcache_slots : DEFAULT_TC_SLOTS) : 0;
     if (slots > 65536)
         slots = 65536;
@@ -258,9 +258,9 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
         return EINVAL;
     }
     size_t avail = size - head;
-    size_t npages = avail / (page + sizeof(_anr_page) + 1);
+    size_t npages = avail / (page + sizeof(_anr_page) + sizeof(*h->slab_at));
     size_t pm_bytes = (npages * sizeof(_anr_page) + page - 1) & ~(page - 1);
-    size_t so_bytes = (npages + page - 1) & ~(page - 1);
+    size_t so_bytes = (npages * sizeof(*h->slab_at) + page - 1) & ~(page - 1);
     while (npages && head + pm_bytes + so_bytes + npages * page > size)
         npages--;
     if (npages < 16) {
@@ -269,7 +269,7 @@ int anr_core_init(anr_heap **out, const anr_core_options *opts)
     }
     h->pages = (_anr_page *)(map + head);
     h->pm_offset = head;
-    h->slab_off = (_Atomic uint8_t *)(map + head + pm_bytes);
+    h->slab_at = (_Atomic uint16_t *)(map + head + pm_bytes);
     h->data = map + head + pm_bytes + so_bytes;
     h->npages = (uint32_t)npages;
     h->data_size = npages * page;
@@ -815,7 +815,7 @@ void anr_core_get_stats(anr_heap *h, anr_core_stats *s)
     s->pages_dirty = h->pages_dirty + h->pages_purging;
     s->pages_peak = h->pages_peak;
     s->pages_high_water = h->top_max;
-    s->metadata_bytes = h->pm_offset + (size_t)h->pm_hwm * (sizeof(_anr_page) + 1);
+    s->metadata_bytes = h->pm_offset + (size_t)h->pm_hwm * (sizeof(_anr_page) + sizeof(*h->slab_at));
     s->alloc_failures = h->alloc_failures;
     size_t cached_objs;
     _anr_tc_cached(h, &cached_objs, &s->bytes_cached);

@@ -210,11 +210,14 @@ struct anr_heap {
     size_t map_size;
     uint8_t *data;           /* first data page */
     _anr_page *pages;        /* the page map */
-    /* Per data page: 1 + its offset in its slab, 0 if it is in no slab.
+    /* Per data page: 0 if it is in no slab, else its slab's class in the
+     * high byte and 1 + its offset in the slab in the low byte
+     * (_anr_slab_at_make).
      * Written under the lock; the free fast path reads it without, so
-     * that it finds a slab's head entry with one load from a dense array
-     * (usually cached) instead of two 64-byte page-map entries. */
-    _Atomic uint8_t *slab_off;
+     * that one load from a dense array (usually cached) gives the class and
+     * the slab's head entry, and the multiply that finds the slot need not
+     * wait for the 64-byte page-map entry. */
+    _Atomic uint16_t *slab_at;
     uint32_t npages;         /* data pages */
     size_t page_size;
     unsigned page_shift;
@@ -303,6 +306,13 @@ struct anr_heap {
 };
 
 /* --- page map helpers --- */
+/* slab_at's entries: a class fits the high byte (ANR_MAX_CLASSES), an
+ * offset + 1 the low one (slabs are at most 16 pages). */
+_Static_assert(ANR_MAX_CLASSES <= 256, "a class must fit slab_at's high byte");
+static inline uint16_t _anr_slab_at_make(unsigned cls, uint32_t i) { return (uint16_t)(cls << 8 | (i + 1u)); }
+static inline unsigned _anr_slab_at_back(unsigned v) { return v & 0xffu; }
+static inline unsigned _anr_slab_at_cls(unsigned v) { return v >> 8; }
+
 static inline uint8_t *_anr_page_addr(const anr_heap *h, uint32_t pi)
 {
     return h->data + ((size_t)pi << h->page_shift);

@@ -10,9 +10,9 @@ anr_error _anr_lookup(const anr_heap *h, const void *p, _anr_obj *obj)
     if (!_anr_in_data(h, p))
         return anr_core_owns(h, p) ? ANR_ERR_NOT_AN_OBJECT : ANR_ERR_FOREIGN;
     uint32_t pi = _anr_page_index(h, p);
-    /* A slab's page goes straight to its head entry by its offset byte
+    /* A slab's page goes straight to its head entry by its slab_at entry
      * (one cache line less than through an inner page's entry). */
-    unsigned back = h->slab_off[pi];
+    unsigned back = _anr_slab_at_back(h->slab_at[pi]);
     pi -= back ? back - 1u : 0u;
     const _anr_page *e = &h->pages[pi];
     uintptr_t page_off = (uintptr_t)p & (h->page_size - 1);

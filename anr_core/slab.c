@@ -170,7 +170,7 @@ static uint32_t slab_new(anr_heap *h, unsigned cls, _anr_run_result *res)
         in->len = i;
     }
     for (uint32_t i = 0; i < c->pages; i++)
-        atomic_store_explicit(&h->slab_off[head + i], (uint8_t)(i + 1), memory_order_relaxed);
+        atomic_store_explicit(&h->slab_at[head + i], _anr_slab_at_make(cls, i), memory_order_relaxed);
     partial_push(h, cls, head);
     return head;
 }
@@ -216,7 +216,7 @@ static void slab_release(anr_heap *h, uint32_t head, const _anr_class *c)
     for (uint32_t i = 1; i < c->pages; i++)
         memset(&h->pages[head + i], 0, sizeof(_anr_page));
     for (uint32_t i = 0; i < c->pages; i++)
-        atomic_store_explicit(&h->slab_off[head + i], 0, memory_order_relaxed);
+        atomic_store_explicit(&h->slab_at[head + i], 0, memory_order_relaxed);
     _anr_run_free(h, head, c->pages);
 }
 

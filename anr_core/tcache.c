@@ -338,7 +338,7 @@ static void *bin_pop(anr_heap *h, _anr_tcache *tc, unsigned cls)
 static inline uint32_t slab_of(const anr_heap *h, const void *p)
 {
     uint32_t pi = _anr_page_index(h, p);
-    return pi + 1u - atomic_load_explicit(&h->slab_off[pi], memory_order_relaxed);
+    return pi + 1u - _anr_slab_at_back(atomic_load_explicit(&h->slab_at[pi], memory_order_relaxed));
 }
 
 static inline size_t slot_of(const anr_heap *h, uint32_t head, const void *p)

@@ -71,8 +71,8 @@ static const char *check_slab(const anr_heap *h, uint32_t pi, uint32_t mine, siz
         if (h->pages[pi + i].kind != _ANR_PK_SLAB_INNER || h->pages[pi + i].len != i)
             return "slab inner page entry is wrong";
     for (uint32_t i = 0; i < e->len; i++)
-        if (h->slab_off[pi + i] != i + 1)
-            return "slab offset byte of a slab page is wrong";
+        if (h->slab_at[pi + i] != _anr_slab_at_make(e->cls, i))
+            return "slab_at entry of a slab page is wrong";
     *objs += used;
     *bytes += (size_t)used * c->size;
     return NULL;
@@ -117,7 +117,7 @@ const char *anr_core_verify(anr_heap *h)
                 if (h->pages[pi + i].kind != _ANR_PK_NONE)
                     bad = "interior page of a run is tagged";
             for (uint32_t i = 0; i < len && !bad; i++)
-                if (h->slab_off[pi + i])
+                if (h->slab_at[pi + i])
                     bad = "page outside any slab has a slab offset";
         }
         if (bad)
@@ -156,7 +156,7 @@ const char *anr_core_verify(anr_heap *h)
     if (!bad && prev_kind == _ANR_PK_FREE_CLEAN && h->advice == ANR_PURGE_DONTNEED)
         bad = "clean free run touches top";
     for (uint32_t pi = h->top; !bad && pi < h->pm_hwm; pi++)
-        if (h->pages[pi].kind != _ANR_PK_NONE || h->slab_off[pi])
+        if (h->pages[pi].kind != _ANR_PK_NONE || h->slab_at[pi])
             bad = "page at or above top is tagged";
     if (!bad && in_use != h->pages_in_use)
         bad = "pages_in_use differs from the page map";
