@@ -118,7 +118,7 @@ const char *anr_core_verify(anr_heap *h)
                     bad = "interior page of a run is tagged";
             for (uint32_t i = 0; i < len && !bad; i++)
                 if (h->slab_at[pi + i])
-                    bad = "page outside any slab has a slab offset";
+                    bad = "page outside any slab has a slab_at entry";
         }
         if (bad)
             break;

@@ -348,7 +348,7 @@ static size_t free_runs_keeping_page_map(anr_heap *h, char **p, size_t before)
 
 /* The heap emptied out (no dirty pages) and its page map went back down
  * to what is kept above the top (at most twice the 128 KiB slack), the
- * slab-offset bytes (one per page) and 96 KiB for the rest of the process
+ * slab_at entries (two bytes per page) and 96 KiB for the rest of the process
  * (valgrind's own bookkeeping): RSS against `before`, the RSS before the
  * page map grew. */
 static void page_map_went_back(anr_heap *h, size_t before, const char *after_what)
@@ -356,7 +356,7 @@ static void page_map_went_back(anr_heap *h, size_t before, const char *after_wha
     size_t after = rss_bytes();
     assert_int_equal(stats_of(h).pages_dirty, 0);
     size_t left = after > before ? after - before : 0;
-    if (left > 2 * 128 * KiB + (size_t)PM_N * PM_PAGES + 96 * KiB)
+    if (left > 2 * 128 * KiB + 2 * (size_t)PM_N * PM_PAGES + 96 * KiB)
         fail_msg("RSS %zu KiB before, %zu KiB after %s: %zu KiB of page map left", before / KiB,
                  after / KiB, after_what, left / KiB);
 }
@@ -396,7 +396,7 @@ static void test_floor_with_default_ceiling(void **state)
 /* The page map follows the top: a heap that grew to 24576 pages (1.5 MiB
  * of page-map entries at 64 bytes each) and emptied out hands its page map
  * back as the top retreats, down to what is kept above the top (at most
- * twice the 128 KiB slack) plus the slab-offset bytes (one per page) and
+ * twice the 128 KiB slack) plus the slab_at entries (two bytes per page) and
  * 96 KiB for the rest of the process (valgrind's own bookkeeping). The objects are never written, so the RSS that grows is the
  * page map's. A purge down to the floor (0), not anr_core_purge(all),
  * and no tick, which both sweep the page map: this is the bounded trim
@@ -483,7 +483,7 @@ static void test_page_map_swept_below_live_top(void **state)
     anr_core_purge(h, true);
     size_t after = rss_bytes();
     size_t left = after > before ? after - before : 0;
-    /* An eighth of the page map: the slab-offset bytes and the late
+    /* An eighth of the page map: the slab_at entries and the late
      * object's entries stay, and under valgrind its own bookkeeping shows
      * in the RSS too (~100 KiB). */
     if (left > PM_BYTES / 8)
