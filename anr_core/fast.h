@@ -6,16 +6,17 @@
  * not check out) returns NULL/false and the caller takes the full path,
  * which handles and reports it.
  *
- * Budget (x86-64, gcc -O2, counted to the return in the disassembly of
- * gmalloc's malloc and free): malloc 48 instructions (one heap test, TLS
- * generation and cache, class lookup, flush epoch, the quiet tick, bin pop
- * with a link check, the count, the quiet-class mark, the free key
- * cleared); free 75, a sixth of them branches to the full path (the
- * heap, TLS, the page's slab_at entry: class and slab head; slot check by
- * one multiply while the head's page-map entry is prefetched; bitmap bit
- * and free key, bin bound, push). The build does not assume
- * strict aliasing, so every load is made before the first store into the
- * object (a load after it would be made again). The page-run pop and push
+ * Budget (x86-64, gcc -O2, counted up to the return, not including it, in
+ * the disassembly of gmalloc's malloc and free): malloc 48 instructions
+ * (one heap test, TLS generation and cache, class lookup, flush epoch,
+ * the quiet tick, bin pop with a link check, the count, the quiet-class
+ * mark, the free key cleared); free 74, a sixth of them branches to the
+ * full path (the heap, TLS, the page's slab_at entry: class and slab
+ * head; slot check by one multiply while the head's page-map entry is
+ * prefetched; bitmap bit and free key, bin bound, push). The build does
+ * not assume strict aliasing, so every load is made before the first
+ * store into the object (a load after it would be made again). The
+ * page-run pop and push
  * (_anr_fast_run_alloc/free, for blocks past the largest class up to
  * 64 KiB) run in gmalloc's slow halves, after the small-object path
  * failed: ~85 more instructions to malloc_slow's return (debug check,
@@ -236,11 +237,31 @@ static inline void *_anr_fast_alloc(const anr_heap *h, size_t size)
     return p;
 }
 
+/* A page-map entry's kind and class in one load (they are its first two
+ * bytes), and the value they have for a given kind and class. */
+static inline unsigned _anr_kind_cls(const _anr_page *e)
+{
+    return __atomic_load_n((const uint16_t *)(const void *)&e->kind, __ATOMIC_RELAXED);
+}
+
+static inline unsigned _anr_kind_cls_of(unsigned kind, unsigned cls)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return cls << 8 | kind;
+#else
+    return kind << 8 | cls;
+#endif
+}
+
 /* If `p` is the start of a slot in a slab of a class below `nclasses`: its
  * slab's head entry, with *cls and *idx set. NULL otherwise (not in the
  * data, not a slab, a class from nclasses up, not at a slot's start).
  * Lock-free: the kinds, classes and offsets of a live object's pages do not
- * change under it. */
+ * change under it. The class comes from the page's slab_at entry, before
+ * the head entry is fetched; the head entry must then say the same (a
+ * slab of that class), or a bad free racing with that slab's release and
+ * a new slab of another class at the same pages could test a slot of one
+ * class against the other's bitmap (its padding bits read as used). */
 static inline _anr_page *_anr_slab_slot(const anr_heap *h, const void *p, unsigned *cls,
                                         size_t *idx, unsigned nclasses)
 {
@@ -259,6 +280,8 @@ static inline _anr_page *_anr_slab_slot(const anr_heap *h, const void *p, unsign
     __builtin_prefetch(e);
     size_t i;
     if (!_anr_slot_exact(&h->cls[c], off - ((size_t)pi << h->page_shift), &i))
+        return NULL;
+    if (_anr_kind_cls(e) != _anr_kind_cls_of(_ANR_PK_SLAB, c))
         return NULL;
     if (!e) /* never: lets the compiler drop the callers' NULL test here */
         __builtin_unreachable();

@@ -2,7 +2,8 @@
  *
  * Mapping layout (one mmap, never changed after init):
  *
- *   [ struct anr_heap | page map: one struct _anr_page per data page | data pages ]
+ *   [ struct anr_heap | thread caches | page map: one struct _anr_page per
+ *     data page | slab_at: two bytes per data page | data pages ]
  *
  * Page-map invariants (anr_core_verify() checks them all):
  *  - Every data page below `top` belongs to exactly one run: a free run
@@ -77,6 +78,8 @@ typedef struct _anr_page {
 } _anr_page;
 
 _Static_assert(sizeof(_anr_page) == 64, "page-map entry must stay 64 bytes");
+_Static_assert(offsetof(_anr_page, kind) == 0 && offsetof(_anr_page, cls) == 1,
+               "kind and class are read together (fast.h, _anr_kind_cls)");
 
 /* Two-level segregated fit over run lengths in pages (TLSF's index): a
  * bitmap of non-empty first levels and, per first level, of non-empty
@@ -212,11 +215,12 @@ struct anr_heap {
     _anr_page *pages;        /* the page map */
     /* Per data page: 0 if it is in no slab, else its slab's class in the
      * high byte and 1 + its offset in the slab in the low byte
-     * (_anr_slab_at_make).
-     * Written under the lock; the free fast path reads it without, so
-     * that one load from a dense array (usually cached) gives the class and
-     * the slab's head entry, and the multiply that finds the slot need not
-     * wait for the 64-byte page-map entry. */
+     * (_anr_slab_at_make). Written under the lock; the free fast path
+     * reads it without, so that one load from a dense array (usually
+     * cached) gives the class and the slab's head entry, and the multiply
+     * that finds the slot need not wait for the 64-byte page-map entry.
+     * Never handed back, unlike the page map: a 4 KiB page of it covers
+     * 8 MiB of data, and it is resident only where slabs have been. */
     _Atomic uint16_t *slab_at;
     uint32_t npages;         /* data pages */
     size_t page_size;

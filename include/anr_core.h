@@ -133,7 +133,7 @@ typedef struct anr_core_stats {
     size_t pages_dirty;      /* free pages that may still be resident */
     size_t pages_peak;       /* highest pages_in_use + pages_dirty seen */
     size_t pages_high_water; /* pages of the mapping ever handed out */
-    size_t metadata_bytes;   /* heap struct + page map entries in use */
+    size_t metadata_bytes;   /* heap struct, cache table, page map and slab_at entries in use */
     uint64_t pages_purged;   /* pages handed back with madvise, in total */
     uint64_t madvise_calls;
     uint64_t deferred_frees; /* frees that found the lock busy and were queued */
