@@ -10,10 +10,11 @@
  * the disassembly of gmalloc's malloc and free): malloc 48 instructions
  * (one heap test, TLS generation and cache, class lookup, flush epoch,
  * the quiet tick, bin pop with a link check, the count, the quiet-class
- * mark, the free key cleared); free 74, a sixth of them branches to the
+ * mark, the free key cleared); free 81, a sixth of them branches to the
  * full path (the heap, TLS, the page's slab_at entry: class and slab
  * head; slot check by one multiply while the head's page-map entry is
- * prefetched; bitmap bit and free key, bin bound, push). The build does
+ * prefetched; that entry's kind and class, bitmap bit and free key, bin
+ * bound, push). The build does
  * not assume strict aliasing, so every load is made before the first
  * store into the object (a load after it would be made again). The
  * page-run pop and push
