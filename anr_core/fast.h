@@ -14,16 +14,15 @@
  * full path (the heap, TLS, the page's slab_at entry: class and slab
  * head; slot check by one multiply while the head's page-map entry is
  * prefetched; that entry's kind and class, bitmap bit and free key, bin
- * bound, push). The build does
- * not assume strict aliasing, so every load is made before the first
- * store into the object (a load after it would be made again). The
- * page-run pop and push
- * (_anr_fast_run_alloc/free, for blocks past the largest class up to
- * 64 KiB) run in gmalloc's slow halves, after the small-object path
- * failed: ~85 more instructions to malloc_slow's return (debug check,
- * heap, size range, TLS, bin pop with a link check, counts); free_slow's
- * push is of the same order (page map entry, length range, bin bounds,
- * free key, a second look at the entry, push).
+ * bound, push). The build does not assume strict aliasing, so every load
+ * is made before the first store into the object (a load after it would
+ * be made again). The page-run pop and push (_anr_fast_run_alloc/free,
+ * for blocks past the largest class up to 64 KiB) run in gmalloc's slow
+ * halves, after the small-object path failed: ~85 more instructions to
+ * malloc_slow's return (debug check, heap, size range, TLS, bin pop with a
+ * link check, counts); free_slow's push is of the same order (page map
+ * entry, length range, bin bounds, free key, a second look at the entry,
+ * push).
  */
 #ifndef ANR_CORE_FAST_H
 #define ANR_CORE_FAST_H

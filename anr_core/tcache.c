@@ -58,16 +58,17 @@ static _Atomic uint64_t heap_generation;
 
 /* Largest bin capacity: about BIN_BYTES per class, between BIN_MIN and
  * BIN_MAX objects (64 KiB, so that classes up to 1 KiB reach BIN_MAX: at
- * 32 KiB a program that mallocs and frees 64 blocks of 1 KiB in turn sent
- * half of them through the lock each round, 2.5 times slower). A bin starts at BIN_START (or less) and adapts between
- * BIN_FLOOR and that. Classes from BIG_CLASS up (a slab of one object or a
- * few: each binned one pins its slab, and an object that goes home empties
- * a slab, which goes back under the lock) start at about BIG_START_BYTES
- * and may grow to about BIG_BIN_BYTES (at least 2), within tc_max_bytes for
- * all their bins together (bin_grown); their floor is about BIG_FLOOR_BYTES
- * (at least 1). A program that mallocs and frees 64 blocks of 4 KiB in turn
- * then keeps them all in its bin, where a 64 KiB bin sent 48 of them home
- * and took 48 slabs back under the lock each round (10 times slower). */
+ * 32 KiB a program that mallocs and frees 64 blocks of 1 KiB in turn sent half
+ * of them through the lock each round, 2.5 times slower). A bin starts at
+ * BIN_START (or less) and adapts between BIN_FLOOR and that. Classes from
+ * BIG_CLASS up (a slab of one object or a few: each binned one pins its
+ * slab, and an object that goes home empties a slab, which goes back under
+ * the lock) start at about BIG_START_BYTES and may grow to about
+ * BIG_BIN_BYTES (at least 2), within tc_max_bytes for all their bins
+ * together (bin_grown); their floor is about BIG_FLOOR_BYTES (at least 1). A
+ * program that mallocs and frees 64 blocks of 4 KiB in turn then keeps them
+ * all in its bin, where a 64 KiB bin sent 48 of them home and took 48 slabs
+ * back under the lock each round (10 times slower). */
 #define BIN_BYTES 65536u
 #define BIN_MIN 16u
 #define BIN_MAX 64u
