@@ -18,25 +18,27 @@
 
 #include "dropin.h"
 
-enum { N = 24, FLOOR = 200 };
+/* Sizes in pages, so that the test means the same on any page size. */
+enum { N = 24, RUN = 32, SPACER = 64, FLOOR = 200 };
 
 static size_t dirty_pages(void)
 {
     return mallinfo2().keepcost / (size_t)sysconf(_SC_PAGESIZE);
 }
 
-/* Frees N runs of 128 KiB kept apart by live spacers (a purge takes whole
+/* Frees N runs of RUN pages kept apart by live spacers (a purge takes whole
  * runs, so apart they show the floor to within one run). Once the dirty
  * pages pass the ceiling, each free hands back runs until the floor is
  * reached (hysteresis), so *lowest is the floor to within one run below it;
  * *highest is the most seen after that first drain. */
 static void burst(size_t ceiling, size_t *lowest, size_t *highest)
 {
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
     void *p[N], *spacer[N];
     for (int i = 0; i < N; i++) {
-        assert_non_null(p[i] = malloc(128 * KiB));
-        memset(p[i], 1, 128 * KiB);
-        assert_non_null(spacer[i] = malloc(256 * KiB));
+        assert_non_null(p[i] = malloc(RUN * pg));
+        memset(p[i], 1, RUN * pg);
+        assert_non_null(spacer[i] = malloc(SPACER * pg));
     }
     bool drained = false;
     *lowest = SIZE_MAX;
@@ -56,21 +58,20 @@ static void burst(size_t ceiling, size_t *lowest, size_t *highest)
     print_message("ceiling %zu pages, PAGE_FLOOR %d: between %zu and %zu dirty pages after the "
                   "first drain\n",
                   ceiling, FLOOR, *lowest, *highest);
-    assert_true(drained); /* 768 pages freed, far past the ceiling */
+    assert_true(drained); /* N * RUN = 768 pages freed, far past the ceiling */
 }
 
 static void test_trim_threshold_keeps_floor(void **state)
 {
     (void)state;
     size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-    size_t run = 128 * KiB / pg, ceiling = 1 * MiB / pg, lo, hi;
-    /* Ceiling 256 pages on 4 KiB pages: its default floor would be 16. */
-    assert_int_equal(mallopt(M_TRIM_THRESHOLD, (int)(1 * MiB)), 1);
+    size_t ceiling = 256, lo, hi; /* its default floor would be 16 */
+    assert_int_equal(mallopt(M_TRIM_THRESHOLD, (int)(ceiling * pg)), 1);
     burst(ceiling, &lo, &hi);
-    if (DR_GMALLOC && (lo + run <= FLOOR || lo > FLOOR))
-        fail_msg("the drains went down to %zu dirty pages: not within one run (%zu pages) below "
+    if (DR_GMALLOC && (lo + RUN <= FLOOR || lo > FLOOR))
+        fail_msg("the drains went down to %zu dirty pages: not within one run (%d pages) below "
                  "the floor %d",
-                 lo, run, FLOOR);
+                 lo, RUN, FLOOR);
 }
 
 /* A ceiling below the floor caps it: nothing stays past the ceiling. */
@@ -78,8 +79,8 @@ static void test_trim_threshold_caps_floor(void **state)
 {
     (void)state;
     size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-    size_t ceiling = 512 * KiB / pg, lo, hi; /* 128 pages on 4 KiB pages, below the floor */
-    assert_int_equal(mallopt(M_TRIM_THRESHOLD, (int)(512 * KiB)), 1);
+    size_t ceiling = 128, lo, hi; /* below the floor */
+    assert_int_equal(mallopt(M_TRIM_THRESHOLD, (int)(ceiling * pg)), 1);
     burst(ceiling, &lo, &hi);
     if (DR_GMALLOC && hi > ceiling)
         fail_msg("%zu dirty pages after a drain: past the ceiling %zu", hi, ceiling);
