@@ -167,12 +167,29 @@ case_redis() {
             --dir "$dir" --logfile '' --lazyfree-lazy-user-del yes \
             >"$dir/server.out" 2>"$dir/server.err" &
         server_pid=$!
+        # Ours answers: another run's server that took the port between
+        # free_port and this start also answers PING (ours then dies with
+        # "Address already in use"), so the answer must come from our --dir.
         for _ in $(seq 100); do
             [ "$(cli ping 2>/dev/null)" = PONG ] && break
             kill -0 "$server_pid" 2>/dev/null || break
             sleep 0.1
         done
-        [ "$(cli ping 2>/dev/null)" = PONG ] && break
+        if [ "$(cli ping 2>/dev/null)" = PONG ]; then
+            [ "$(cli config get dir 2>/dev/null | sed -n 2p)" = "$(cd "$dir" && pwd -P)" ] && break
+            # Another server: ours exits when it finds the port taken.
+            for _ in $(seq 50); do
+                kill -0 "$server_pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            if kill -0 "$server_pid" 2>/dev/null; then
+                kill "$server_pid"; wait "$server_pid"
+            else
+                wait "$server_pid"
+            fi
+            server_pid=""
+            continue
+        fi
         if kill -0 "$server_pid" 2>/dev/null; then
             kill "$server_pid"; wait "$server_pid"; server_pid=""
             why "redis-server did not answer PING within 10 s"
