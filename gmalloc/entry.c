@@ -247,9 +247,9 @@ EXPORT int mallopt(int param, int value)
         if (value < 0)
             return 0;
         size_t ceiling = (size_t)value / (size_t)sysconf(_SC_PAGESIZE);
-        /* A configured PAGE_FLOOR stays (no higher than the new ceiling). */
+        /* A configured PAGE_FLOOR stays (the engine caps it at the ceiling). */
         size_t floor = _gm_cfg.page_floor ? _gm_cfg.page_floor : anr_core_default_floor(ceiling);
-        anr_core_set_page_ceiling(h, ceiling, floor < ceiling ? floor : ceiling);
+        anr_core_set_page_ceiling(h, ceiling, floor);
         return 1;
     }
     case M_CHECK_ACTION:

@@ -194,6 +194,8 @@ anr_error anr_core_check(anr_heap *heap, const void *ptr);
 /* Moves the limit (bytes; 0 = none). Lowering it below the current use is
  * allowed: allocations needing new pages fail until use drops. */
 void anr_core_set_limit(anr_heap *heap, size_t limit);
+/* Moves the purge ceiling and floor (pages); a floor above the ceiling is
+ * taken as the ceiling. */
 void anr_core_set_page_ceiling(anr_heap *heap, size_t ceiling, size_t floor);
 
 /* Hands back free pages now: all dirty ones if `all`, else down to the floor.
