@@ -7,10 +7,11 @@
  * which handles and reports it.
  *
  * Budget (x86-64, gcc -O2, counted up to the return, not including it, in
- * the disassembly of gmalloc's malloc and free): malloc 48 instructions
+ * the disassembly of gmalloc's malloc and free): malloc 53 instructions
  * (one heap test, TLS generation and cache, class lookup, flush epoch,
- * the quiet tick, bin pop with a link check, the count, the quiet-class
- * mark, the free key cleared); free 81, a sixth of them branches to the
+ * the quiet tick, bin pop with a link check (range, alignment, the next
+ * object's free key), the count, the quiet-class mark, the free key
+ * cleared); free 81, a sixth of them branches to the
  * full path (the heap, TLS, the page's slab_at entry: class and slab
  * head; slot check by one multiply while the head's page-map entry is
  * prefetched; that entry's kind and class, bitmap bit and free key, bin
@@ -62,13 +63,17 @@ static inline uintptr_t bin_link(const anr_heap *h, const void *next)
 
 /* Decodes the link in `p`, a binned object, into *next (NULL at the end).
  * False if the link was overwritten: it does not decode to an aligned
- * address in the data. (One test, no sentinel to compare on the fast
- * paths.) */
+ * address in the data, or the object there does not carry the free key
+ * (every binned object and run does). The range check alone let a
+ * scribbled link through about once in 256 on 32 bits, where the decoded
+ * value is a random 32-bit number; the key is 64 bits everywhere. Its
+ * load is of the line the next pop reads anyway. */
 static inline bool bin_link_next(const anr_heap *h, const void *p, void **next)
 {
     uintptr_t v = *(const uintptr_t *)p ^ (uintptr_t)h->free_key;
     *next = (void *)v;
-    return !v || (v - (uintptr_t)h->data <= h->data_size - 16 && !(v % _ANR_ALIGN));
+    return !v || (v - (uintptr_t)h->data <= h->data_size - 16 && !(v % _ANR_ALIGN) &&
+                  _anr_key_is_set(h, (const void *)v));
 }
 
 /* The object after `p` in a bin: NULL at the end, BIN_BAD if the link was

@@ -662,9 +662,10 @@ static void test_walk_skips_binned(void **state)
     assert_int_equal(errors_seen, 0);
 }
 
-/* A use after free that overwrites a binned run's link: malloc reports it
- * and never hands out the scribbled address. */
-static void test_run_link_overwritten(void **state)
+/* A use after free that overwrites a binned run's link, with a raw pointer
+ * into a live run or (`encoded`) that run's address encoded as the links
+ * are: malloc reports it once and never hands out the live run. */
+static void run_link_scribbled(void **state, bool encoded)
 {
     anr_heap *h = run_heap(state, 0, 0);
     size_t size = run_size(0);
@@ -679,7 +680,9 @@ static void test_run_link_overwritten(void **state)
     void *victim = anr_core_alloc(h, 4 * size, 0, 0);
     void *top = anr_core_alloc(h, size, 0, 0); /* pop one and free it: on top */
     anr_core_free(h, top);
-    *(uintptr_t *)top = (uintptr_t)victim + sys_page();
+    assert_ptr_equal(top, p[3]); /* the bin is LIFO: p[2] is under it */
+    uintptr_t key = *(uintptr_t *)top ^ (uintptr_t)p[2];
+    *(uintptr_t *)top = encoded ? (uintptr_t)victim ^ key : (uintptr_t)victim + sys_page();
     void *got[8];
     for (int i = 0; i < 8; i++) {
         got[i] = anr_core_alloc(h, size, 0, 0);
@@ -699,6 +702,11 @@ static void test_run_link_overwritten(void **state)
     assert_verify(h);
 }
 
+static void test_run_link_overwritten(void **state) { run_link_scribbled(state, false); }
+
+/* Page-aligned and in the data: only the free key tells it from a link. */
+static void test_run_link_to_live_run(void **state) { run_link_scribbled(state, true); }
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -707,7 +715,7 @@ int main(void)
         UNIT(test_thread_exit_returns_runs), UNIT(test_bins_bounded),
         UNIT(test_flush_request_reaches_bins), UNIT(test_small_request_gets_its_class),
         UNIT(test_limit_gets_binned_runs),   UNIT(test_fork_with_binned_runs),
-        UNIT(test_run_link_overwritten),     UNIT(test_walk_skips_binned),
+        UNIT(test_run_link_overwritten),     UNIT(test_run_link_to_live_run),     UNIT(test_walk_skips_binned),
         UNIT(test_aligned_run_from_bin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

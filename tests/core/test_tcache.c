@@ -874,7 +874,12 @@ static void test_binned_object_is_free(void **state)
 /* A use after free that overwrites a binned object's link: malloc reports
  * it and never hands out the scribbled address; every block it returns is a
  * live object of its own. */
-static void test_bin_link_overwritten(void **state)
+/* p[N-1] is on top of the bin, its link leads to p[N-2]: a use after free
+ * points it into a live object instead, with a raw pointer (`encoded`
+ * false) or one encoded as the links are (as a write of a value read from
+ * another freed object would be). Either way, no malloc may hand out the
+ * live object, and the broken bin is reported once. */
+static void bin_link_scribbled(void **state, bool encoded)
 {
     anr_heap *h = counting_heap(state);
     enum { N = 6 };
@@ -883,11 +888,10 @@ static void test_bin_link_overwritten(void **state)
         p[i] = anr_core_alloc(h, 48, 0, 0);
     for (unsigned i = 0; i < N; i++)
         anr_core_free(h, p[i]);
-    /* p[N-1] is on top of the bin, its link leads to p[N-2]: point it at
-     * the middle of a live object instead. */
     void *victim = anr_core_alloc(h, 64, 0, 0);
     void *top = p[N - 1];
-    *(uintptr_t *)top = (uintptr_t)victim + 8;
+    uintptr_t key = *(uintptr_t *)top ^ (uintptr_t)p[N - 2];
+    *(uintptr_t *)top = encoded ? (uintptr_t)victim ^ key : (uintptr_t)victim + 8;
     void *got[2 * N];
     for (unsigned i = 0; i < 2 * N; i++) {
         got[i] = anr_core_alloc(h, 48, 0, 0);
@@ -906,6 +910,12 @@ static void test_bin_link_overwritten(void **state)
     anr_core_flush_thread_cache(h);
     assert_sound(h);
 }
+
+static void test_bin_link_overwritten(void **state) { bin_link_scribbled(state, false); }
+
+/* The link decodes to an aligned address in the data, so only the free
+ * key (which a live object does not carry) tells it from a true link. */
+static void test_bin_link_to_live_object(void **state) { bin_link_scribbled(state, true); }
 
 /* --- a quiet class's bin goes home while the thread works elsewhere --- */
 
@@ -1108,6 +1118,7 @@ int main(void)
         UNIT(test_big_bins_stay_within_cache_bytes), UNIT(test_big_bins_start_within_cache_bytes),
         UNIT(test_fork_with_caches),          UNIT(test_more_threads_than_slots),
         UNIT(test_binned_object_is_free),     UNIT(test_bin_link_overwritten),
+        UNIT(test_bin_link_to_live_object),
         UNIT(test_quiet_bin_goes_home),       UNIT(test_quiet_bin_shrinks),
         UNIT(test_quiet_bin_goes_home_while_freeing),
         UNIT(test_quiet_bin_goes_home_while_allocating),
