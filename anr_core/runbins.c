@@ -76,18 +76,39 @@ static void run_recount(const anr_heap *h, _anr_tcache *tc)
     atomic_store_explicit(&tc->run_bytes, pages << h->page_shift, memory_order_relaxed);
 }
 
-/* Owner: pops the newest run of bin n (not empty). */
+/* Drops bin n after a use after free scribbled on a link: the rest stays
+ * counted in use (a leak, never a wild pointer). */
+static void run_bin_broken(anr_heap *h, _anr_tcache *tc, uint32_t n, const void *at)
+{
+    _anr_report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, at);
+    tc->run_bin[n] = NULL;
+    __atomic_store_n(&tc->run_n[n], 0, __ATOMIC_RELAXED);
+    run_recount(h, tc);
+}
+
+/* False if bin n is empty, or if its top lacks the free key (a fast pop
+ * followed a scribbled link to it: fast.h's bin_link_next): reported, and
+ * the bin dropped. */
+static bool run_bin_sound(anr_heap *h, _anr_tcache *tc, uint32_t n)
+{
+    void *top = tc->run_bin[n];
+    if (!top)
+        return false;
+    if (bin_top_ok(h, top))
+        return true;
+    run_bin_broken(h, tc, n, top);
+    return false;
+}
+
+/* Owner: pops the newest run of bin n, or NULL (empty, or dropped). */
 static void *run_pop(anr_heap *h, _anr_tcache *tc, uint32_t n)
 {
+    if (!run_bin_sound(h, tc, n))
+        return NULL;
     void *p = tc->run_bin[n];
     void *next = _anr_run_next(h, p);
     if (next == BIN_BAD) {
-        /* A use after free scribbled on the link: the rest stays counted in
-         * use (a leak, never a wild pointer). */
-        _anr_report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, p);
-        tc->run_bin[n] = NULL;
-        __atomic_store_n(&tc->run_n[n], 0, __ATOMIC_RELAXED);
-        run_recount(h, tc);
+        run_bin_broken(h, tc, n, p);
     } else {
         tc->run_bin[n] = next;
         _anr_run_count(h, tc, n, tc->run_n[n] - 1u);
@@ -117,7 +138,9 @@ void *_anr_run_bin_alloc(anr_heap *h, size_t size)
         return NULL;
     if (tc->run_bin[n]) {
         tc->run_hit[n] = 1;
-        return run_pop(h, tc, n);
+        void *p = run_pop(h, tc, n);
+        if (p)
+            return p;
     }
     /* Ran dry after serving mallocs: runs of this length are freed and
      * allocated again here; let it grow. (An empty bin that never served
@@ -160,6 +183,8 @@ void *_anr_run_bin_alloc_aligned(anr_heap *h, size_t size, size_t align)
  * never waits). */
 static void run_spill(anr_heap *h, _anr_tcache *tc, uint32_t n, unsigned keep)
 {
+    if (!run_bin_sound(h, tc, n))
+        return;
     void *rest = tc->run_bin[n], *tail = NULL;
     unsigned kept = 0;
     while (rest && kept < keep) {
@@ -251,7 +276,7 @@ bool _anr_run_bin_free(anr_heap *h, void *p, anr_error *err)
 void _anr_run_bins_drain_locked(anr_heap *h, _anr_tcache *tc)
 {
     for (uint32_t n = h->run_min; n && n <= h->run_max; n++) {
-        void *p = tc->run_bin[n];
+        void *p = run_bin_sound(h, tc, n) ? tc->run_bin[n] : NULL;
         /* At most cap + 1 links: in a forked child the owner may have been
          * caught mid-push. */
         unsigned left = h->run_bin_max[n] + 1u;

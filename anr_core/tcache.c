@@ -320,8 +320,27 @@ static void bin_broken(anr_heap *h, const void *at)
     _anr_report(h, ANR_ERR_DEFERRED_LIST, ANR_OP_FREE, at);
 }
 
+/* False if the bin of `cls` is empty, or if its top lacks the free key (a
+ * fast pop followed a scribbled link to it: fast.h's bin_link_next):
+ * reported, and the bin dropped, as for a broken link. */
+static bool bin_sound(anr_heap *h, _anr_tcache *tc, unsigned cls)
+{
+    void *top = tc->bin[cls];
+    if (!top)
+        return false;
+    if (bin_top_ok(h, top))
+        return true;
+    bin_broken(h, top);
+    tc->bin[cls] = NULL;
+    bin_count(tc, cls, 0);
+    return false;
+}
+
+/* The bin's newest object, or NULL if the bin is empty or was dropped. */
 static void *bin_pop(anr_heap *h, _anr_tcache *tc, unsigned cls)
 {
+    if (!bin_sound(h, tc, cls))
+        return NULL;
     void *p = tc->bin[cls];
     void *next = bin_next(h, p);
     unsigned n = tc->bin_n[cls] - 1u;
@@ -476,6 +495,8 @@ static void send_locked(anr_heap *h, _anr_tcache *tc, locked_batch *lb)
  * `cls` (full, or of a quiet class) go home (keep 0: all of them). */
 static void bin_spill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned keep)
 {
+    if (!bin_sound(h, tc, cls))
+        return;
     void *p = tc->bin[cls], *rest;
     unsigned kept = 1;
     if (!keep) { /* all of it */
@@ -572,7 +593,7 @@ static void bin_gc_step(anr_heap *h, _anr_tcache *tc)
  * in case that thread was caught mid-push). */
 static void bin_drain_locked(anr_heap *h, _anr_tcache *tc, unsigned cls)
 {
-    void *p = tc->bin[cls];
+    void *p = bin_sound(h, tc, cls) ? tc->bin[cls] : NULL;
     unsigned left = h->bin_max[cls] + 1u;
     tc->bin[cls] = NULL;
     bin_count(tc, cls, 0);
@@ -1003,8 +1024,11 @@ static void *alloc_slow(anr_heap *h, _anr_tcache *tc, unsigned cls)
 {
     _anr_tc_sync(h, tc);
     note_slow(h, tc);
-    if (tc->bin[cls]) /* the fast path found a broken link: report, drop the rest */
-        return bin_pop(h, tc, cls);
+    if (tc->bin[cls]) { /* the fast path found a broken link: report, drop the rest */
+        void *p = bin_pop(h, tc, cls);
+        if (p)
+            return p;
+    }
     tc->gc_used[cls] = 1;
     bin_gc_step(h, tc);
     uint32_t head = tc->cur[cls];
@@ -1036,8 +1060,11 @@ void *_anr_tc_alloc(anr_heap *h, unsigned cls)
     if (__builtin_expect(tc->bin[cls] != NULL &&
                              tc->epoch == atomic_load_explicit(&h->flush_epoch,
                                                                memory_order_relaxed),
-                         1))
-        return bin_pop(h, tc, cls);
+                         1)) {
+        void *p = bin_pop(h, tc, cls);
+        if (p)
+            return p;
+    }
     return alloc_slow(h, tc, cls);
 }
 
