@@ -130,16 +130,15 @@ static inline void *_anr_run_next(const anr_heap *h, const void *p)
     return _anr_run_link_next(h, p, &next) && (!next || bin_top_ok(h, next)) ? next : BIN_BAD;
 }
 
-/* Owner: run bin n now holds `count` runs. (Statistics read the counts
- * from other threads, hence the atomic stores.) */
-static inline void _anr_run_count(const anr_heap *h, _anr_tcache *tc, uint32_t n, unsigned count)
+/* Owner: bin n gained a run (`in`) or lost one. (Statistics read the
+ * counts from other threads, hence the atomic stores.) */
+static inline void _anr_run_moved(const anr_heap *h, _anr_tcache *tc, uint32_t n, bool in)
 {
-    size_t bytes = atomic_load_explicit(&tc->run_bytes, memory_order_relaxed);
     size_t run = (size_t)n << h->page_shift;
-    bytes = count >= tc->run_n[n] ? bytes + (count - tc->run_n[n]) * run
-                                  : bytes - (tc->run_n[n] - count) * run;
-    __atomic_store_n(&tc->run_n[n], (uint16_t)count, __ATOMIC_RELAXED);
-    atomic_store_explicit(&tc->run_bytes, bytes, memory_order_relaxed);
+    size_t bytes = atomic_load_explicit(&tc->run_bytes, memory_order_relaxed);
+    unsigned count = tc->run_n[n];
+    __atomic_store_n(&tc->run_n[n], (uint16_t)(in ? count + 1u : count - 1u), __ATOMIC_RELAXED);
+    atomic_store_explicit(&tc->run_bytes, in ? bytes + run : bytes - run, memory_order_relaxed);
 }
 
 /* Owner: puts the free run `p` of n pages on its bin, marked free. */
@@ -148,7 +147,7 @@ static inline void _anr_run_push(const anr_heap *h, _anr_tcache *tc, uint32_t n,
     *(uintptr_t *)p = bin_link(h, tc->run_bin[n]);
     _anr_key_set(h, p);
     tc->run_bin[n] = p;
-    _anr_run_count(h, tc, n, tc->run_n[n] + 1u);
+    _anr_run_moved(h, tc, n, true);
 }
 
 /* malloc(size) of a page run (past the largest class) from this thread's
@@ -178,7 +177,7 @@ static inline void *_anr_fast_run_alloc(const anr_heap *h, size_t size)
         return NULL; /* the full path reports it */
     tc->run_bin[n] = next;
     tc->run_hit[n] = 1;
-    _anr_run_count(h, tc, (uint32_t)n, tc->run_n[n] - 1u);
+    _anr_run_moved(h, tc, (uint32_t)n, false);
     _anr_key_clear(p);
     return p;
 }

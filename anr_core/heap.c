@@ -392,6 +392,11 @@ void *anr_core_alloc(anr_heap *h, size_t size, size_t align, unsigned flags)
             return p;
         }
     }
+    return _anr_alloc_after_fast(h, size, align, flags);
+}
+
+void *_anr_alloc_after_fast(anr_heap *h, size_t size, size_t align, unsigned flags)
+{
     if (h->tc_on) {
         _anr_tcache *tc = _anr_tc_mine(h);
         if (tc && tc->quiet_tick < 0)
@@ -591,6 +596,11 @@ anr_error anr_core_free(anr_heap *h, void *p)
 {
     if (_anr_fast_free(h, p) || _anr_fast_run_free(h, p))
         return ANR_ERR_NONE;
+    return _anr_free_after_fast(h, p);
+}
+
+anr_error _anr_free_after_fast(anr_heap *h, void *p)
+{
     if (!p)
         return ANR_ERR_NONE;
     if (!_anr_in_data(h, p)) {

@@ -510,6 +510,12 @@ uint32_t _anr_slab_take(anr_heap *h, unsigned cls, _anr_run_result *res);
 void _anr_slab_put(anr_heap *h, uint32_t head);
 
 /* --- heap.c --- */
+/* anr_core_alloc and anr_core_free past their inline fast tries (fast.h),
+ * for a caller that made those itself (gmalloc's slow halves): a second
+ * try would only fail again, at some 50 (malloc) to 100 (free)
+ * instructions. */
+void *_anr_alloc_after_fast(anr_heap *h, size_t size, size_t align, unsigned flags);
+anr_error _anr_free_after_fast(anr_heap *h, void *p);
 void _anr_report(anr_heap *h, anr_error err, anr_op op, const void *p);
 void _anr_lock(anr_heap *h);
 bool _anr_trylock(anr_heap *h);

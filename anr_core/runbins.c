@@ -111,7 +111,7 @@ static void *run_pop(anr_heap *h, _anr_tcache *tc, uint32_t n)
         run_bin_broken(h, tc, n, p);
     } else {
         tc->run_bin[n] = next;
-        _anr_run_count(h, tc, n, tc->run_n[n] - 1u);
+        _anr_run_moved(h, tc, n, false);
     }
     _anr_key_clear(p);
     return p;

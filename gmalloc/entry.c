@@ -30,7 +30,7 @@ static __attribute__((noinline)) void *malloc_slow(size_t size, void *caller)
     anr_heap *h = gm_heap();
     void *p = _anr_fast_run_alloc(h, size); /* a page run from this thread's bin */
     if (!p)
-        p = anr_core_alloc(h, size, 0, 0);
+        p = _anr_alloc_after_fast(h, size, 0, 0);
     return p ? p : _gm_alloc_failed("malloc", size);
 }
 
@@ -59,7 +59,7 @@ static __attribute__((noinline)) void free_slow(void *p, void *caller)
     if (!anr_core_owns(h, p))
         return; /* not ours: memory the loader had before we were called */
     int saved = errno;
-    anr_core_free(h, p);
+    _anr_free_after_fast(h, p);
     errno = saved;
 }
 
