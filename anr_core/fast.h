@@ -11,7 +11,7 @@
  * (one heap test, TLS generation and cache, class lookup, flush epoch,
  * the quiet tick, bin pop with a link check (range, alignment, the free
  * key of the object popped), the count, the quiet-class mark, the free
- * key cleared); free 81, a sixth of them branches to the
+ * key cleared); free 82, a sixth of them branches to the
  * full path (the heap, TLS, the page's slab_at entry: class and slab
  * head; slot check by one multiply while the head's page-map entry is
  * prefetched; that entry's kind and class, bitmap bit and free key, bin
@@ -56,9 +56,15 @@ static inline _anr_tcache *_anr_tc_mine(const anr_heap *h)
     return _anr_tls.gen == h->gen ? _anr_tls.tc : NULL;
 }
 
-static inline uintptr_t bin_link(const anr_heap *h, const void *next)
+/* The link stored in `at`, a binned object, to `next`: encoded with the
+ * heap's key and with `at` itself, so that a stray pointer does not decode
+ * to an address in the data, and a link copied from another freed object
+ * (a use after free that copies a block's first word) does not decode to
+ * that object's successor (of another class, perhaps, or still in its
+ * bin: handed out twice). */
+static inline uintptr_t bin_link(const anr_heap *h, const void *at, const void *next)
 {
-    return (uintptr_t)next ^ (uintptr_t)h->free_key;
+    return (uintptr_t)next ^ (uintptr_t)h->free_key ^ (uintptr_t)at;
 }
 
 /* Decodes the link in `p`, a binned object, into *next (NULL at the end).
@@ -78,7 +84,7 @@ static inline uintptr_t bin_link(const anr_heap *h, const void *next)
  * step on random 1-64 KiB under cachegrind. */
 static inline bool bin_link_next(const anr_heap *h, const void *p, void **next)
 {
-    uintptr_t v = *(const uintptr_t *)p ^ (uintptr_t)h->free_key;
+    uintptr_t v = *(const uintptr_t *)p ^ (uintptr_t)h->free_key ^ (uintptr_t)p;
     *next = (void *)v;
     return !v || (v - (uintptr_t)h->data <= h->data_size - 16 && !(v % _ANR_ALIGN));
 }
@@ -107,7 +113,7 @@ static inline void bin_count(_anr_tcache *tc, unsigned cls, unsigned n)
  * strict aliasing, so a load after it would be made again. */
 static inline void bin_push(const anr_heap *h, _anr_tcache *tc, unsigned cls, void *p)
 {
-    uintptr_t link = bin_link(h, tc->bin[cls]);
+    uintptr_t link = bin_link(h, p, tc->bin[cls]);
     unsigned n = tc->bin_n[cls];
     _anr_key_set(h, p);
     *(uintptr_t *)p = link;
@@ -144,7 +150,7 @@ static inline void _anr_run_moved(const anr_heap *h, _anr_tcache *tc, uint32_t n
 /* Owner: puts the free run `p` of n pages on its bin, marked free. */
 static inline void _anr_run_push(const anr_heap *h, _anr_tcache *tc, uint32_t n, void *p)
 {
-    *(uintptr_t *)p = bin_link(h, tc->run_bin[n]);
+    *(uintptr_t *)p = bin_link(h, p, tc->run_bin[n]);
     _anr_key_set(h, p);
     tc->run_bin[n] = p;
     _anr_run_moved(h, tc, n, true);

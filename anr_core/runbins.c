@@ -198,7 +198,7 @@ static void run_spill(anr_heap *h, _anr_tcache *tc, uint32_t n, unsigned keep)
         rest = next;
     }
     if (tail)
-        *(uintptr_t *)tail = bin_link(h, NULL);
+        *(uintptr_t *)tail = bin_link(h, tail, NULL);
     else
         tc->run_bin[n] = NULL;
     /* The rest, relinked through plain pointers as the deferred list wants. */

@@ -509,7 +509,7 @@ static void bin_spill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned keep)
             void *next = bin_next(h, p);
             if (next == BIN_BAD) {
                 bin_broken(h, p);
-                *(uintptr_t *)p = bin_link(h, NULL);
+                *(uintptr_t *)p = bin_link(h, p, NULL);
                 next = NULL;
             }
             if (!next)
@@ -517,7 +517,7 @@ static void bin_spill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned keep)
             p = next;
         }
         rest = bin_next(h, p);
-        *(uintptr_t *)p = bin_link(h, NULL);
+        *(uintptr_t *)p = bin_link(h, p, NULL);
     }
     bin_count(tc, cls, kept);
     /* Fields one by one: an initializer would clear `empty` too (a rep
@@ -652,7 +652,7 @@ static void bin_fill(anr_heap *h, _anr_tcache *tc, unsigned cls, unsigned want)
             unsigned bit = 63u - (unsigned)__builtin_clzll(take);
             take &= ~((uint64_t)1 << bit);
             void *p = base + (size_t)(w * 64 + bit) * size;
-            *(uintptr_t *)p = bin_link(h, list);
+            *(uintptr_t *)p = bin_link(h, p, list);
             _anr_key_set(h, p);
             list = p;
         }

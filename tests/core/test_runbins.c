@@ -677,7 +677,12 @@ static void run_link_scribbled(void **state, bool encoded)
         for (int i = 0; i < 4; i++)
             anr_core_free(h, p[i]);
     }
-    void *victim = anr_core_alloc(h, 4 * size, 0, 0);
+    void *w[3];
+    for (int i = 0; i < 3; i++)
+        w[i] = anr_core_alloc(h, run_size(2), 0, 0);
+    anr_core_free(h, w[1]);
+    anr_core_free(h, w[2]);
+    void *victim = anr_core_alloc(h, run_size(2), 0, 0); /* popped: word 0 an encoded link */
     void *top = anr_core_alloc(h, size, 0, 0); /* pop one and free it: on top */
     anr_core_free(h, top);
     assert_ptr_equal(top, p[3]); /* the bin is LIFO: p[2] is under it */
@@ -689,7 +694,7 @@ static void run_link_scribbled(void **state, bool encoded)
         assert_non_null(got[i]);
         assert_int_equal(anr_core_check(h, got[i]), ANR_ERR_NONE);
         assert_true((uint8_t *)got[i] < (uint8_t *)victim ||
-                    (uint8_t *)got[i] >= (uint8_t *)victim + 4 * size);
+                    (uint8_t *)got[i] >= (uint8_t *)victim + run_size(2));
         for (int j = 0; j < i; j++)
             assert_ptr_not_equal(got[i], got[j]);
     }
@@ -698,6 +703,7 @@ static void run_link_scribbled(void **state, bool encoded)
     for (int i = 0; i < 8; i++)
         assert_int_equal(anr_core_free(h, got[i]), ANR_ERR_NONE);
     anr_core_free(h, victim);
+    anr_core_free(h, w[0]);
     anr_core_flush_thread_cache(h);
     assert_verify(h);
 }

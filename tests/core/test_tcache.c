@@ -888,7 +888,11 @@ static void bin_link_scribbled(void **state, bool encoded)
         p[i] = anr_core_alloc(h, 48, 0, 0);
     for (unsigned i = 0; i < N; i++)
         anr_core_free(h, p[i]);
-    void *victim = anr_core_alloc(h, 64, 0, 0);
+    void *v0 = anr_core_alloc(h, 64, 0, 0), *v1 = anr_core_alloc(h, 64, 0, 0);
+    void *v2 = anr_core_alloc(h, 64, 0, 0);
+    anr_core_free(h, v1);
+    anr_core_free(h, v2);
+    void *victim = anr_core_alloc(h, 64, 0, 0); /* popped: word 0 still an encoded link */
     void *top = p[N - 1];
     uintptr_t key = *(uintptr_t *)top ^ (uintptr_t)p[N - 2];
     *(uintptr_t *)top = encoded ? (uintptr_t)victim ^ key : (uintptr_t)victim + 8;
@@ -907,6 +911,7 @@ static void bin_link_scribbled(void **state, bool encoded)
     for (unsigned i = 0; i < 2 * N; i++)
         assert_int_equal(anr_core_free(h, got[i]), ANR_ERR_NONE);
     anr_core_free(h, victim);
+    anr_core_free(h, v0);
     anr_core_flush_thread_cache(h);
     assert_sound(h);
 }
@@ -916,6 +921,62 @@ static void test_bin_link_overwritten(void **state) { bin_link_scribbled(state, 
 /* The link decodes to an aligned address in the data, so only the free
  * key (which a live object does not carry) tells it from a true link. */
 static void test_bin_link_to_live_object(void **state) { bin_link_scribbled(state, true); }
+
+/* Takes `n` blocks of `size` and checks each: a live object of at least
+ * that size, none handed out twice. */
+static void take_checked(anr_heap *h, size_t size, void **got, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        got[i] = anr_core_alloc(h, size, 0, 0);
+        assert_non_null(got[i]);
+        assert_int_equal(anr_core_check(h, got[i]), ANR_ERR_NONE);
+        assert_true(anr_core_usable_size(h, got[i]) >= size);
+        for (unsigned j = 0; j < i; j++)
+            assert_ptr_not_equal(got[i], got[j]);
+    }
+}
+
+/* A use after free that copies a freed block's first word (its link)
+ * into another freed block. Links are encoded with the address that holds
+ * them, so the copy decodes to no object of the bin: reported (or, by
+ * chance, a free object of the class), never a block of another class or
+ * one handed out twice. Without that, the first case handed out a 48-byte
+ * slot for malloc(64), the second the same block twice. */
+static void test_bin_link_copied(void **state)
+{
+    anr_heap *h = counting_heap(state);
+    /* Across classes: b's link (to a, 48 bytes) copied into x (64). */
+    void *a = anr_core_alloc(h, 48, 0, 0), *b = anr_core_alloc(h, 48, 0, 0);
+    void *y = anr_core_alloc(h, 64, 0, 0), *x = anr_core_alloc(h, 64, 0, 0);
+    anr_core_free(h, a);
+    anr_core_free(h, b); /* bin of 48: b -> a */
+    anr_core_free(h, y);
+    anr_core_free(h, x); /* bin of 64: x -> y */
+    memcpy(x, b, sizeof(uintptr_t));
+    void *got[8];
+    take_checked(h, 64, got, 8);
+    unsigned errors = errors_seen;
+    assert_true(errors <= 1);
+    for (unsigned i = 0; i < 8; i++)
+        assert_int_equal(anr_core_free(h, got[i]), ANR_ERR_NONE);
+    anr_core_flush_thread_cache(h);
+
+    /* Within a bin: the top's link copied into the bottom block, a cycle. */
+    enum { N = 4 };
+    void *p[N];
+    for (unsigned i = 0; i < N; i++)
+        p[i] = anr_core_alloc(h, 96, 0, 0);
+    for (unsigned i = 0; i < N; i++)
+        anr_core_free(h, p[i]); /* p[N-1] -> ... -> p[0] */
+    memcpy(p[0], p[N - 1], sizeof(uintptr_t));
+    void *again[2 * N];
+    take_checked(h, 96, again, 2 * N);
+    assert_true(errors_seen <= errors + 1);
+    for (unsigned i = 0; i < 2 * N; i++)
+        assert_int_equal(anr_core_free(h, again[i]), ANR_ERR_NONE);
+    anr_core_flush_thread_cache(h);
+    assert_sound(h);
+}
 
 /* --- a quiet class's bin goes home while the thread works elsewhere --- */
 
@@ -1118,7 +1179,7 @@ int main(void)
         UNIT(test_big_bins_stay_within_cache_bytes), UNIT(test_big_bins_start_within_cache_bytes),
         UNIT(test_fork_with_caches),          UNIT(test_more_threads_than_slots),
         UNIT(test_binned_object_is_free),     UNIT(test_bin_link_overwritten),
-        UNIT(test_bin_link_to_live_object),
+        UNIT(test_bin_link_to_live_object), UNIT(test_bin_link_copied),
         UNIT(test_quiet_bin_goes_home),       UNIT(test_quiet_bin_shrinks),
         UNIT(test_quiet_bin_goes_home_while_freeing),
         UNIT(test_quiet_bin_goes_home_while_allocating),
