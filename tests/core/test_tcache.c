@@ -876,8 +876,9 @@ static void test_binned_object_is_free(void **state)
  * live object of its own. */
 /* p[N-1] is on top of the bin, its link leads to p[N-2]: a use after free
  * points it into a live object instead, with a raw pointer (`encoded`
- * false) or one encoded as the links are (as a write of a value read from
- * another freed object would be). Either way, no malloc may hand out the
+ * false) or one encoded exactly as the links are (with the key and the
+ * holder's address, which a copy from another freed block does not give:
+ * test_bin_link_copied). Either way, no malloc may hand out the
  * live object, and the broken bin is reported once. */
 static void bin_link_scribbled(void **state, bool encoded)
 {
