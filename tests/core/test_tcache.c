@@ -938,11 +938,13 @@ static void take_checked(anr_heap *h, size_t size, void **got, unsigned n)
 }
 
 /* A use after free that copies a freed block's first word (its link)
- * into another freed block. Links are encoded with the address that holds
- * them, so the copy decodes to no object of the bin: reported (or, by
- * chance, a free object of the class), never a block of another class or
- * one handed out twice. Without that, the first case handed out a 48-byte
- * slot for malloc(64), the second the same block twice. */
+ * into another freed block: never a block of another class, never one
+ * handed out twice. Across classes, links encoded with the address that
+ * holds them make the copy decode to no object of the bin (reported, or
+ * by chance a free object of the class); without that, malloc(64) got
+ * the 48-byte slot, which carries the free key. Within a bin, the copy
+ * makes a cycle back to a block already handed out, whose key is gone;
+ * without the key check on the object popped, it was handed out twice. */
 static void test_bin_link_copied(void **state)
 {
     anr_heap *h = counting_heap(state);
