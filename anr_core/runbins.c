@@ -9,7 +9,8 @@
  * statistics subtract it, as they do slab bins) and carries the
  * free key in word 1, so a second free, a realloc or a size query of it is
  * reported as a double free by the locked path. Links are XORed with the
- * key and checked when followed (fast.h's bin_next).
+ * key and the holder's address, and checked when followed (fast.h's
+ * bin_link and bin_next).
  *
  * The common pop and push are inline in fast.h (_anr_fast_run_alloc,
  * _anr_fast_run_free), tried before the functions here, which handle
