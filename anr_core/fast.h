@@ -61,9 +61,10 @@ static inline _anr_tcache *_anr_tc_mine(const anr_heap *h)
  * to an address in the data, and a link copied from another freed object
  * (a use after free that copies a block's first word) does not decode to
  * that object's successor, which may be of another class and carries the
- * key. It decodes to next ^ from ^ at instead: mostly not an object that
- * carries the key, so the pop refuses it; by chance, for holders in one
- * page, a free slot of this class, which is harmless. Not a guarantee. */
+ * key. Copied from `from`, it decodes to next ^ from ^ at: mostly not an
+ * object that carries the key, so the pop refuses it; by chance, for
+ * holders in one page, a free slot of this class, which is harmless. Not
+ * a guarantee. */
 static inline uintptr_t bin_link(const anr_heap *h, const void *at, const void *next)
 {
     return (uintptr_t)next ^ (uintptr_t)h->free_key ^ (uintptr_t)at;
