@@ -18,12 +18,13 @@
  * bound, push). The build does not assume strict aliasing, so every load
  * is made before the first store into the object (a load after it would
  * be made again). The page-run pop and push (_anr_fast_run_alloc/free,
- * for blocks past the largest class up to 64 KiB) run in gmalloc's slow
- * halves, after the small-object path failed: ~85 more instructions to
- * malloc_slow's return (debug check, heap, size range, TLS, bin pop with a
- * link check, counts); free_slow's push is of the same order (page map
- * entry, length range, bin bounds, free key, a second look at the entry,
- * push).
+ * for blocks past the largest class up to 64 KiB) run out of line in
+ * gmalloc (malloc_run, free_run), reached from malloc's size test and from
+ * free's zero slab_at entry with the heap and the cache already found:
+ * malloc 7 instructions to the jump, malloc_run 69 (size range, TLS, bin
+ * pop with a link check, counts); free about 35 to the jump, free_run 68
+ * (page-map entry, length range, bin bounds, free key, a second look at
+ * the entry, push).
  */
 #ifndef ANR_CORE_FAST_H
 #define ANR_CORE_FAST_H
@@ -156,10 +157,13 @@ static inline void _anr_run_moved(const anr_heap *h, _anr_tcache *tc, uint32_t n
 /* Owner: puts the free run `p` of n pages on its bin, marked free. */
 static inline void _anr_run_push(const anr_heap *h, _anr_tcache *tc, uint32_t n, void *p)
 {
-    *(uintptr_t *)p = bin_link(h, p, tc->run_bin[n]);
-    _anr_key_set(h, p);
-    tc->run_bin[n] = p;
+    /* Every load before the first store into `p`, as in bin_push. */
+    uintptr_t link = bin_link(h, p, tc->run_bin[n]);
+    uint64_t key = h->free_key;
     _anr_run_moved(h, tc, n, true);
+    ((uint64_t *)p)[0] = link;
+    ((uint64_t *)p)[1] = key;
+    tc->run_bin[n] = p;
 }
 
 /* malloc(size) of a page run (past the largest class) from this thread's
@@ -168,7 +172,8 @@ static inline void _anr_run_push(const anr_heap *h, _anr_tcache *tc, uint32_t n,
  * handles those (it also grows the bin's capacity and tries one page
  * longer). Tried after _anr_fast_alloc, in the callers' slow halves, so
  * that the small-object path keeps its registers. */
-static inline void *_anr_fast_run_alloc(const anr_heap *h, size_t size)
+static inline __attribute__((always_inline)) void *_anr_fast_run_alloc(const anr_heap *h,
+                                                                      size_t size)
 {
     /* Not a size a slab class serves (the caller tries this whenever a
      * small-object bin is empty), nor any size with run bins off. */
@@ -221,16 +226,17 @@ static inline bool _anr_run_still(const _anr_page *e, uint32_t n)
            __atomic_load_n(&e->len, __ATOMIC_RELAXED) == n;
 }
 
-/* free(p) of a live page run into this thread's run bin: true if done.
- * False for anything else (a full bin, the byte bound, a flush request, a
- * pointer that is not a live run's start): runbins.c's _anr_run_bin_free
- * and the locked path handle and report those. */
-static inline bool _anr_fast_run_free(const anr_heap *h, void *p)
+/* free(p) of a live page run into `tc`, this thread's cache of h (its run
+ * bin): true if done. False for anything else (a full bin, the byte
+ * bound, a flush request, a pointer that is not a live run's start):
+ * runbins.c's _anr_run_bin_free and the locked path handle and report
+ * those. */
+static inline __attribute__((always_inline)) bool _anr_fast_run_free_tc(const anr_heap *h,
+                                                                        _anr_tcache *tc, void *p)
 {
     uint32_t n = 0;
     const _anr_page *e = _anr_run_head(h, p, &n);
-    _anr_tcache *tc = _anr_tc_mine(h);
-    if (!e || !tc || tc->run_n[n] >= tc->run_cap[n] ||
+    if (!e || tc->run_n[n] >= tc->run_cap[n] ||
         tc->epoch != atomic_load_explicit(&((anr_heap *)h)->flush_epoch, memory_order_relaxed))
         return false;
     size_t bytes = (size_t)n << h->page_shift;
@@ -239,6 +245,13 @@ static inline bool _anr_fast_run_free(const anr_heap *h, void *p)
         return false;
     _anr_run_push(h, tc, n, p);
     return true;
+}
+
+/* The same into this thread's cache of h, if it has one. */
+static inline bool _anr_fast_run_free(const anr_heap *h, void *p)
+{
+    _anr_tcache *tc = _anr_tc_mine(h);
+    return tc && _anr_fast_run_free_tc(h, tc, p);
 }
 
 /* malloc(size) from this thread's bin, or NULL. */
@@ -292,14 +305,10 @@ static inline unsigned _anr_kind_cls_of(unsigned kind, unsigned cls)
  * slab of that class), or a bad free racing with that slab's release and
  * a new slab of another class at the same pages could test a slot of one
  * class against the other's bitmap (its padding bits read as used). */
-static inline _anr_page *_anr_slab_slot(const anr_heap *h, const void *p, unsigned *cls,
-                                        size_t *idx, unsigned nclasses)
+static inline _anr_page *_anr_slab_slot_at(const anr_heap *h, size_t off, unsigned at,
+                                           unsigned *cls, size_t *idx, unsigned nclasses)
 {
-    size_t off = (size_t)((uintptr_t)p - (uintptr_t)h->data);
-    if (off >= h->data_size)
-        return NULL;
     uint32_t pi = (uint32_t)(off >> h->page_shift);
-    unsigned at = atomic_load_explicit(&h->slab_at[pi], memory_order_relaxed);
     unsigned back = _anr_slab_at_back(at), c = _anr_slab_at_cls(at);
     if (!back || back - 1u > pi || c >= nclasses)
         return NULL;
@@ -318,6 +327,22 @@ static inline _anr_page *_anr_slab_slot(const anr_heap *h, const void *p, unsign
     *cls = c;
     *idx = i;
     return e;
+}
+
+/* The slab_at entry of the page at `off` (below data_size). */
+static inline unsigned _anr_slab_at_of(const anr_heap *h, size_t off)
+{
+    return atomic_load_explicit(&h->slab_at[off >> h->page_shift], memory_order_relaxed);
+}
+
+/* The same from a pointer. */
+static inline _anr_page *_anr_slab_slot(const anr_heap *h, const void *p, unsigned *cls,
+                                        size_t *idx, unsigned nclasses)
+{
+    size_t off = (size_t)((uintptr_t)p - (uintptr_t)h->data);
+    if (off >= h->data_size)
+        return NULL;
+    return _anr_slab_slot_at(h, off, _anr_slab_at_of(h, off), cls, idx, nclasses);
 }
 
 /* The same for a class the thread caches serve. */
@@ -341,6 +366,34 @@ static inline bool _anr_slot_live(const anr_heap *h, const _anr_page *e, size_t 
     return _anr_slot_bit(e, idx) && !_anr_key_is_set(h, p);
 }
 
+/* What _anr_fast_free_tc did with a pointer. */
+enum { FF_FULL = 0, FF_DONE, FF_NOT_SLAB };
+
+/* free(p) into `tc`, this thread's cache of h: FF_DONE if done.
+ * FF_NOT_SLAB if p lies in the data on a page no slab holds: a page run's
+ * start, perhaps, for _anr_fast_run_free_tc (telling it apart costs the
+ * slab path nothing: a zero slab_at entry fails it anyway). FF_FULL for
+ * anything else, including every bad pointer (the full path checks and
+ * reports). */
+static inline int _anr_fast_free_tc(const anr_heap *h, _anr_tcache *tc, void *p)
+{
+    size_t off = (size_t)((uintptr_t)p - (uintptr_t)h->data);
+    if (off >= h->data_size)
+        return FF_FULL;
+    unsigned at = _anr_slab_at_of(h, off);
+    unsigned cls;
+    size_t idx;
+    const _anr_page *e = _anr_slab_slot_at(h, off, at, &cls, &idx, h->tc_classes);
+    if (!e)
+        return _anr_slab_at_back(at) ? FF_FULL : FF_NOT_SLAB;
+    if (!_anr_slot_live(h, e, idx, p))
+        return FF_FULL;
+    if (__builtin_expect(tc->bin_n[cls] >= tc->bin_cap[cls], 0))
+        return FF_FULL;
+    bin_push(h, tc, cls, p);
+    return FF_DONE;
+}
+
 /* free(p) into this thread's bin: true if done. False for anything else,
  * including every bad pointer (the full path checks and reports). */
 static inline bool _anr_fast_free(const anr_heap *h, void *p)
@@ -348,15 +401,7 @@ static inline bool _anr_fast_free(const anr_heap *h, void *p)
     _anr_tcache *tc = _anr_tc_mine(h);
     if (__builtin_expect(!tc, 0))
         return false;
-    unsigned cls;
-    size_t idx;
-    const _anr_page *e = _anr_tc_slot(h, p, &cls, &idx);
-    if (!e || !_anr_slot_live(h, e, idx, p))
-        return false;
-    if (__builtin_expect(tc->bin_n[cls] >= tc->bin_cap[cls], 0))
-        return false;
-    bin_push(h, tc, cls, p);
-    return true;
+    return _anr_fast_free_tc(h, tc, p) == FF_DONE;
 }
 
 #endif

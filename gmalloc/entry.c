@@ -23,15 +23,30 @@
  * functions, so the fast path saves few registers (none in malloc, three
  * in free, gcc -O2 x86-64). They try the page-run bins inline before the
  * full path. */
+/* The locked path, for a request no thread-cache bin served (out of line,
+ * as free_full). */
+static __attribute__((noinline)) void *malloc_full(anr_heap *h, size_t size)
+{
+    void *p = _anr_alloc_after_fast(h, size, 0, 0);
+    return p ? p : _gm_alloc_failed("malloc", size);
+}
+
 static __attribute__((noinline)) void *malloc_slow(size_t size, void *caller)
 {
     if (GM_DEBUG_ON())
         return _gm_dbg_alloc("malloc", size, 0, false, caller);
     anr_heap *h = gm_heap();
     void *p = _anr_fast_run_alloc(h, size); /* a page run from this thread's bin */
-    if (!p)
-        p = _anr_alloc_after_fast(h, size, 0, 0);
-    return p ? p : _gm_alloc_failed("malloc", size);
+    return p ? p : malloc_full(h, size);
+}
+
+/* malloc(size) past the largest cached class: a page run from this
+ * thread's run bin, or the locked path. malloc found the heap (so the
+ * debug kit is off), which malloc_slow would look up again. */
+static __attribute__((noinline)) void *malloc_run(size_t size, anr_heap *h)
+{
+    void *p = _anr_fast_run_alloc(h, size);
+    return p ? p : malloc_full(h, size);
 }
 
 EXPORT void *malloc(size_t size)
@@ -41,8 +56,21 @@ EXPORT void *malloc(size_t size)
         void *p = _anr_fast_alloc(h, size);
         if (__builtin_expect(p != NULL, 1))
             return p;
+        if (size > h->tc_fast_max)
+            return malloc_run(size, h);
     }
     return malloc_slow(size, GM_CALLER);
+}
+
+/* The locked path, for a pointer that no thread-cache bin took (out of
+ * line: the bins' paths save fewer registers). */
+static __attribute__((noinline)) void free_full(anr_heap *h, void *p)
+{
+    if (!anr_core_owns(h, p))
+        return; /* not ours: memory the loader had before we were called */
+    int saved = errno;
+    _anr_free_after_fast(h, p);
+    errno = saved;
 }
 
 static __attribute__((noinline)) void free_slow(void *p, void *caller)
@@ -54,20 +82,34 @@ static __attribute__((noinline)) void free_slow(void *p, void *caller)
         return;
     }
     anr_heap *h = gm_heap();
-    if (_anr_fast_run_free(h, p))
-        return;
-    if (!anr_core_owns(h, p))
-        return; /* not ours: memory the loader had before we were called */
-    int saved = errno;
-    _anr_free_after_fast(h, p);
-    errno = saved;
+    if (!_anr_fast_run_free(h, p))
+        free_full(h, p);
+}
+
+/* free(p) of a pointer on no slab's page: a page run into this thread's run
+ * bin, or the locked path. free found the heap (so the debug kit is off)
+ * and the cache already, which free_slow would look up again. */
+static __attribute__((noinline)) void free_run(anr_heap *h, _anr_tcache *tc, void *p)
+{
+    if (!_anr_fast_run_free_tc(h, tc, p))
+        free_full(h, p);
 }
 
 EXPORT void free(void *p)
 {
     anr_heap *h = __atomic_load_n(&_gm_fast_heap, __ATOMIC_ACQUIRE);
-    if (__builtin_expect(h != NULL, 1) && _anr_fast_free(h, p))
-        return;
+    if (__builtin_expect(h != NULL, 1)) {
+        _anr_tcache *tc = _anr_tc_mine(h);
+        if (__builtin_expect(tc != NULL, 1)) {
+            int r = _anr_fast_free_tc(h, tc, p);
+            if (__builtin_expect(r == FF_DONE, 1))
+                return;
+            if (r == FF_NOT_SLAB) {
+                free_run(h, tc, p);
+                return;
+            }
+        }
+    }
     free_slow(p, GM_CALLER);
 }
 
