@@ -21,8 +21,8 @@
  * for blocks past the largest class up to 64 KiB) run out of line in
  * gmalloc (malloc_run, free_run), reached from malloc's size test and from
  * free's zero slab_at entry with the heap and the cache already found:
- * malloc 7 instructions to the jump, malloc_run 69 (size range, TLS, bin
- * pop with a link check, counts); free about 35 to the jump, free_run 68
+ * malloc 7 instructions to the jump, malloc_run 68 (size range, TLS, bin
+ * pop with a link check, counts); free about 35 to the jump, free_run 66
  * (page-map entry, length range, bin bounds, free key, a second look at
  * the entry, push).
  */
@@ -134,7 +134,11 @@ static inline void bin_push(const anr_heap *h, _anr_tcache *tc, unsigned cls, vo
  * the page size cost a fifth of a pop). */
 static inline bool _anr_run_link_next(const anr_heap *h, const void *p, void **next)
 {
-    return bin_link_next(h, p, next) && !((uintptr_t)*next & (h->page_size - 1));
+    uintptr_t salt = (uintptr_t)h->free_key ^ (uintptr_t)p; /* as bin_link_next */
+    uintptr_t v = *(const uintptr_t *)p ^ salt;
+    *next = (void *)v;
+    return !v || (v - (uintptr_t)h->data <= h->data_size - h->page_size &&
+                  !(v & (h->page_size - 1)));
 }
 
 static inline void *_anr_run_next(const anr_heap *h, const void *p)
@@ -212,7 +216,11 @@ static inline const _anr_page *_anr_run_head(const anr_heap *h, const void *p, u
     if (__atomic_load_n(&e->kind, __ATOMIC_RELAXED) != _ANR_PK_LARGE)
         return NULL;
     *n = __atomic_load_n(&e->len, __ATOMIC_RELAXED);
-    return *n - h->run_min > h->run_max - h->run_min ? NULL : e;
+    if (*n - h->run_min > h->run_max - h->run_min)
+        return NULL;
+    if (!e) /* never: lets the compiler drop the callers' NULL test */
+        __builtin_unreachable();
+    return e;
 }
 
 /* Two threads freeing the same run at once (a double free racing itself):

@@ -25,7 +25,7 @@
  * full path. */
 /* The locked path, for a request no thread-cache bin served (out of line,
  * as free_full). */
-static __attribute__((noinline)) void *malloc_full(anr_heap *h, size_t size)
+static __attribute__((noinline)) void *malloc_full(size_t size, anr_heap *h)
 {
     void *p = _anr_alloc_after_fast(h, size, 0, 0);
     return p ? p : _gm_alloc_failed("malloc", size);
@@ -37,7 +37,7 @@ static __attribute__((noinline)) void *malloc_slow(size_t size, void *caller)
         return _gm_dbg_alloc("malloc", size, 0, false, caller);
     anr_heap *h = gm_heap();
     void *p = _anr_fast_run_alloc(h, size); /* a page run from this thread's bin */
-    return p ? p : malloc_full(h, size);
+    return p ? p : malloc_full(size, h);
 }
 
 /* malloc(size) past the largest cached class: a page run from this
@@ -46,7 +46,7 @@ static __attribute__((noinline)) void *malloc_slow(size_t size, void *caller)
 static __attribute__((noinline)) void *malloc_run(size_t size, anr_heap *h)
 {
     void *p = _anr_fast_run_alloc(h, size);
-    return p ? p : malloc_full(h, size);
+    return p ? p : malloc_full(size, h);
 }
 
 EXPORT void *malloc(size_t size)
