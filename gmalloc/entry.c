@@ -19,10 +19,13 @@
 
 /* malloc and free try the engine's inline fast path first, with nothing
  * else on the way: one load of _gm_fast_heap (NULL until init, and for
- * good when the debug kit is on) decides. The slow halves are separate
- * functions, so the fast path saves few registers (none in malloc, three
- * in free, gcc -O2 x86-64). They try the page-run bins inline before the
- * full path. */
+ * good when the debug kit is on) decides. Everything else is in separate
+ * functions, so the fast path saves few registers (none in malloc, two in
+ * free, gcc -O2 x86-64): page runs (malloc_run, free_run: reached with
+ * the heap, and in free the cache, already found), the slow halves (the
+ * debug kit, no heap or cache yet, an empty small-object bin; they try
+ * the page-run bins too) and the locked path (malloc_full, free_full). */
+
 /* The locked path, for a request no thread-cache bin served (out of line,
  * as free_full). */
 static __attribute__((noinline)) void *malloc_full(size_t size, anr_heap *h)
