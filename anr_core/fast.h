@@ -21,8 +21,9 @@
  * for blocks past the largest class up to 64 KiB) run out of line in
  * gmalloc (malloc_run, free_run), reached from malloc's size test and from
  * free's zero slab_at entry with the heap and the cache already found:
- * malloc 7 instructions to the jump, malloc_run 68 (size range, TLS, bin
- * pop with a link check, counts); free about 35 to the jump, free_run 66
+ * malloc 7 instructions to the jump, malloc_run 71 (size range, TLS, bin
+ * pop with a link check, counts; an empty bin borrows from the one a page
+ * longer); free about 35 to the jump, free_run 66
  * (page-map entry, length range, bin bounds, free key, a second look at
  * the entry, push).
  */
@@ -170,12 +171,29 @@ static inline void _anr_run_push(const anr_heap *h, _anr_tcache *tc, uint32_t n,
     tc->run_bin[n] = p;
 }
 
+/* Owner: a malloc found bin n empty. A bin that served mallocs since it
+ * last ran dry, or that a phase of frees shrank to nothing, doubles its
+ * capacity (up to its bound): runs of this length are freed and allocated
+ * again here. One that never served one (a phase that only allocates)
+ * stays small. */
+static inline void _anr_run_missed(const anr_heap *h, _anr_tcache *tc, uint32_t n)
+{
+    if (tc->run_hit[n] || !tc->run_cap[n]) {
+        unsigned cap = tc->run_cap[n] ? tc->run_cap[n] * 2u : 1u;
+        tc->run_cap[n] = (uint16_t)(cap < h->run_bin_max[n] ? cap : h->run_bin_max[n]);
+        tc->run_hit[n] = 0;
+    }
+    tc->run_spills[n] = 0;
+}
+
 /* malloc(size) of a page run (past the largest class) from this thread's
- * run bin of its length, or NULL: an empty bin, a flush request, a bad
- * link, a length the bins do not keep. runbins.c's _anr_run_bin_alloc
- * handles those (it also grows the bin's capacity and tries one page
- * longer). Tried after _anr_fast_alloc, in the callers' slow halves, so
- * that the small-object path keeps its registers. */
+ * run bin of its length, or from the bin one page longer if that one is
+ * empty (at most a fifth more, as a size class would round up: with
+ * random lengths each bin empties often on its own, and a miss costs a
+ * lock round trip); NULL for both empty, a flush request, a bad link, a
+ * length the bins do not keep. runbins.c's _anr_run_bin_alloc handles
+ * those. Tried after _anr_fast_alloc, out of line in gmalloc (malloc_run),
+ * so that the small-object path keeps its registers. */
 static inline __attribute__((always_inline)) void *_anr_fast_run_alloc(const anr_heap *h,
                                                                       size_t size)
 {
@@ -190,15 +208,21 @@ static inline __attribute__((always_inline)) void *_anr_fast_run_alloc(const anr
     if (__builtin_expect(!tc, 0))
         return NULL;
     void *p = tc->run_bin[n];
-    if (!p || tc->epoch != atomic_load_explicit(&((anr_heap *)h)->flush_epoch, memory_order_relaxed) ||
+    size_t from = n;
+    if (!p && (n == h->run_max || !(p = tc->run_bin[from = n + 1])))
+        return NULL;
+    if (tc->epoch != atomic_load_explicit(&((anr_heap *)h)->flush_epoch, memory_order_relaxed) ||
         --tc->quiet_tick < 0)
         return NULL;
     void *next;
     if (__builtin_expect(!bin_top_ok(h, p) || !_anr_run_link_next(h, p, &next), 0))
         return NULL; /* the full path reports it */
-    tc->run_bin[n] = next;
-    tc->run_hit[n] = 1;
-    _anr_run_moved(h, tc, (uint32_t)n, false);
+    if (from == n)
+        tc->run_hit[n] = 1;
+    else
+        _anr_run_missed(h, tc, (uint32_t)n);
+    tc->run_bin[from] = next;
+    _anr_run_moved(h, tc, (uint32_t)from, false);
     _anr_key_clear(p);
     return p;
 }

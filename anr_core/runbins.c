@@ -143,19 +143,8 @@ void *_anr_run_bin_alloc(anr_heap *h, size_t size)
         if (p)
             return p;
     }
-    /* Ran dry after serving mallocs: runs of this length are freed and
-     * allocated again here; let it grow. (An empty bin that never served
-     * one, as in a phase that only allocates, stays small; one that a
-     * phase of frees shrank to nothing opens again.) */
-    if (tc->run_hit[n] || !tc->run_cap[n]) {
-        unsigned cap = tc->run_cap[n] ? tc->run_cap[n] * 2u : 1u;
-        tc->run_cap[n] = (uint16_t)(cap < h->run_bin_max[n] ? cap : h->run_bin_max[n]);
-        tc->run_hit[n] = 0;
-    }
-    tc->run_spills[n] = 0;
-    /* A run one page longer serves too (at most a fifth more, as a size
-     * class would round up): with random lengths each bin empties often
-     * on its own, and a miss costs a lock round trip. */
+    _anr_run_missed(h, tc, n);
+    /* A run one page longer serves too (as in _anr_fast_run_alloc). */
     if (n < h->run_max && tc->run_bin[n + 1])
         return run_pop(h, tc, n + 1);
     return NULL;

@@ -188,6 +188,46 @@ static void test_one_page_longer_serves(void **state)
     assert_verify(h);
 }
 
+/* A bin that served mallocs and ran dry doubles its capacity at the next
+ * malloc that finds it empty, also when the bin one page longer serves
+ * that malloc (the inline pop does): runs of that length come and go
+ * here, and every miss would cost a lock round trip. */
+static void test_borrowing_grows_the_bin(void **state)
+{
+    anr_heap *h = run_heap(state, 0, 0);
+    size_t size = run_size(1);
+    void *keep = anr_core_alloc(h, run_size(0), 0, 0); /* no merging away */
+    void *a[3];
+    for (int i = 0; i < 3; i++)
+        assert_non_null(a[i] = anr_core_alloc(h, size, 0, 0));
+    /* Its bin (starting capacity 2) fills, then serves two mallocs. */
+    anr_core_free(h, a[0]);
+    anr_core_free(h, a[1]);
+    void *b0 = anr_core_alloc(h, size, 0, 0), *b1 = anr_core_alloc(h, size, 0, 0);
+    assert_true((b0 == a[0] && b1 == a[1]) || (b0 == a[1] && b1 == a[0]));
+    /* Empty now; a run one page longer waits in its own bin and serves
+     * the next malloc of this length. */
+    void *l = anr_core_alloc(h, run_size(2), 0, 0);
+    anr_core_free(h, l);
+    void *c = anr_core_alloc(h, size, 0, 0);
+    assert_ptr_equal(c, l);
+    assert_int_equal(stats_of(h).bytes_cached, 0);
+
+    /* Three runs of this length fit its bin now (at capacity 2 the third
+     * free would have found it full and spilled half of it). */
+    anr_core_free(h, b0);
+    anr_core_free(h, b1);
+    anr_core_free(h, a[2]);
+    assert_int_equal(stats_of(h).bytes_cached, 3 * size);
+
+    anr_core_free(h, c);
+    anr_core_free(h, keep);
+    anr_core_flush_thread_cache(h);
+    assert_int_equal(stats_of(h).objects_in_use, 0);
+    assert_int_equal(errors_seen, 0);
+    assert_verify(h);
+}
+
 static void test_binned_run_is_free(void **state)
 {
     anr_heap *h = run_heap(state, 0, 0);
@@ -717,7 +757,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         UNIT(test_freed_run_is_reused),      UNIT(test_one_page_longer_serves),
-        UNIT(test_binned_run_is_free),
+        UNIT(test_binned_run_is_free),      UNIT(test_borrowing_grows_the_bin),
         UNIT(test_thread_exit_returns_runs), UNIT(test_bins_bounded),
         UNIT(test_flush_request_reaches_bins), UNIT(test_small_request_gets_its_class),
         UNIT(test_limit_gets_binned_runs),   UNIT(test_fork_with_binned_runs),
