@@ -332,9 +332,10 @@ static inline unsigned _anr_kind_cls_of(unsigned kind, unsigned cls)
 #endif
 }
 
-/* If `p` is the start of a slot in a slab of a class below `nclasses`: its
- * slab's head entry, with *cls and *idx set. NULL otherwise (not in the
- * data, not a slab, a class from nclasses up, not at a slot's start).
+/* If the address at `off` in the data (below data_size; `at` is its page's
+ * slab_at entry) is the start of a slot in a slab of a class below
+ * `nclasses`: its slab's head entry, with *cls and *idx set. NULL
+ * otherwise (not a slab, a class from nclasses up, not at a slot's start).
  * Lock-free: the kinds, classes and offsets of a live object's pages do not
  * change under it. The class comes from the page's slab_at entry, before
  * the head entry is fetched; the head entry must then say the same (a
@@ -371,7 +372,7 @@ static inline unsigned _anr_slab_at_of(const anr_heap *h, size_t off)
     return atomic_load_explicit(&h->slab_at[off >> h->page_shift], memory_order_relaxed);
 }
 
-/* The same from a pointer. */
+/* The same for a pointer `p` (NULL also if it is not in the data). */
 static inline _anr_page *_anr_slab_slot(const anr_heap *h, const void *p, unsigned *cls,
                                         size_t *idx, unsigned nclasses)
 {
