@@ -253,8 +253,8 @@ static inline const _anr_page *_anr_run_head(const anr_heap *h, const void *p, u
  * cannot close it (only the lock could). Two unlocked frees racing each
  * other can both pass (neither push changes the entry) and bin it twice.
  * In a review's loop (two threads free one run at once, then each
- * allocates one) both got it in 19 997 of 20 000 rounds, as under glibc
- * and tcmalloc. An atomic exchange for the small-object free's key store
+ * allocates one) both got it in 19 997 of 20 000 rounds; with 64-byte
+ * blocks, 19 995 here and all 20 000 under glibc and tcmalloc. An atomic exchange for the small-object free's key store
  * changed nothing in the same loop with 64-byte blocks (19 995 rounds
  * both ways): mostly the second free comes after the first thread has
  * handed the block out again, when it is live and no check can tell that
