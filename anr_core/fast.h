@@ -254,11 +254,11 @@ static inline const _anr_page *_anr_run_head(const anr_heap *h, const void *p, u
  * other can both pass (neither push changes the entry) and bin it twice.
  * In a review's loop (two threads free one run at once, then each
  * allocates one) both got it in 19 997 of 20 000 rounds; with 64-byte
- * blocks, 19 995 here and all 20 000 under glibc and tcmalloc. An atomic exchange for the small-object free's key store
- * changed nothing in the same loop with 64-byte blocks (19 995 rounds
- * both ways): mostly the second free comes after the first thread has
- * handed the block out again, when it is live and no check can tell that
- * free from a legitimate one. */
+ * blocks, 19 995 here and all 20 000 under glibc and tcmalloc. An atomic
+ * exchange for the small-object free's key store changed nothing there
+ * (64-byte blocks, 19 995 rounds both ways): mostly the second free comes
+ * after the first thread has handed the block out again, when it is live
+ * and no check can tell that free from a legitimate one. */
 static inline bool _anr_run_still(const _anr_page *e, uint32_t n)
 {
     return __atomic_load_n(&e->kind, __ATOMIC_RELAXED) == _ANR_PK_LARGE &&
