@@ -87,14 +87,26 @@ static inline uintptr_t bin_link(const anr_heap *h, const void *at, const void *
  * follow a link to (bin_next). Checking the object after the one popped
  * instead cost the fast pop a cache line of its own: +0.8 D1 misses a
  * step on random 1-64 KiB under cachegrind. */
-static inline bool bin_link_next(const anr_heap *h, const void *p, void **next)
+static inline uintptr_t bin_link_decode(const anr_heap *h, const void *p)
 {
     /* The key and `p` first, beside the load: one xor after it, not two,
      * on the chain from one pop to the next. */
     uintptr_t salt = (uintptr_t)h->free_key ^ (uintptr_t)p;
-    uintptr_t v = *(const uintptr_t *)p ^ salt;
+    return *(const uintptr_t *)p ^ salt;
+}
+
+/* A decoded link is the end (0) or the start of a `unit`-aligned block of
+ * at least `unit` bytes in the data (unit: a power of two). */
+static inline bool bin_link_lands(const anr_heap *h, uintptr_t v, size_t unit)
+{
+    return !v || (v - (uintptr_t)h->data <= h->data_size - unit && !(v & (unit - 1)));
+}
+
+static inline bool bin_link_next(const anr_heap *h, const void *p, void **next)
+{
+    uintptr_t v = bin_link_decode(h, p);
     *next = (void *)v;
-    return !v || (v - (uintptr_t)h->data <= h->data_size - 16 && !(v % _ANR_ALIGN));
+    return bin_link_lands(h, v, _ANR_ALIGN);
 }
 
 /* A bin's top (not NULL) can be used: it carries the free key. */
@@ -135,11 +147,9 @@ static inline void bin_push(const anr_heap *h, _anr_tcache *tc, unsigned cls, vo
  * the page size cost a fifth of a pop). */
 static inline bool _anr_run_link_next(const anr_heap *h, const void *p, void **next)
 {
-    uintptr_t salt = (uintptr_t)h->free_key ^ (uintptr_t)p; /* as bin_link_next */
-    uintptr_t v = *(const uintptr_t *)p ^ salt;
+    uintptr_t v = bin_link_decode(h, p);
     *next = (void *)v;
-    return !v || (v - (uintptr_t)h->data <= h->data_size - h->page_size &&
-                  !(v & (h->page_size - 1)));
+    return bin_link_lands(h, v, h->page_size);
 }
 
 static inline void *_anr_run_next(const anr_heap *h, const void *p)
@@ -162,11 +172,13 @@ static inline void _anr_run_moved(const anr_heap *h, _anr_tcache *tc, uint32_t n
 /* Owner: puts the free run `p` of n pages on its bin, marked free. */
 static inline void _anr_run_push(const anr_heap *h, _anr_tcache *tc, uint32_t n, void *p)
 {
-    /* Every load before the first store into `p`, as in bin_push. */
+    /* Every load before the first store into `p`, as in bin_push (so the
+     * key is stored here, not by _anr_key_set, which would load it after
+     * the counts' stores). */
     uintptr_t link = bin_link(h, p, tc->run_bin[n]);
     uint64_t key = h->free_key;
     _anr_run_moved(h, tc, n, true);
-    *(uintptr_t *)p = link; /* pointer-wide, as read (32-bit big-endian) */
+    *(uintptr_t *)p = link;
     ((uint64_t *)p)[1] = key;
     tc->run_bin[n] = p;
 }
@@ -432,16 +444,6 @@ static inline int _anr_fast_free_tc(const anr_heap *h, _anr_tcache *tc, void *p)
         return FF_FULL;
     bin_push(h, tc, cls, p);
     return FF_DONE;
-}
-
-/* free(p) into this thread's bin: true if done. False for anything else,
- * including every bad pointer (the full path checks and reports). */
-static inline bool _anr_fast_free(const anr_heap *h, void *p)
-{
-    _anr_tcache *tc = _anr_tc_mine(h);
-    if (__builtin_expect(!tc, 0))
-        return false;
-    return _anr_fast_free_tc(h, tc, p) == FF_DONE;
 }
 
 #endif

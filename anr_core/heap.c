@@ -594,8 +594,12 @@ void _anr_defer_chain(anr_heap *h, void *first, void *last, size_t n)
 
 anr_error anr_core_free(anr_heap *h, void *p)
 {
-    if (_anr_fast_free(h, p) || _anr_fast_run_free(h, p))
-        return ANR_ERR_NONE;
+    _anr_tcache *tc = _anr_tc_mine(h);
+    if (tc) {
+        int r = _anr_fast_free_tc(h, tc, p);
+        if (r == FF_DONE || (r == FF_NOT_SLAB && _anr_fast_run_free_tc(h, tc, p)))
+            return ANR_ERR_NONE;
+    }
     return _anr_free_after_fast(h, p);
 }
 
